@@ -1,0 +1,1 @@
+"""labgrid resources and drivers of the harness; importing registers them."""

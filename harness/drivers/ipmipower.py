@@ -1,0 +1,97 @@
+"""labgrid power over IPMI: the `IPMIPowerPort` resource and `IPMIPowerDriver`.
+
+labgrid 26 has no IPMI power backend. This driver implements PowerProtocol (and, through
+PowerResetMixin, ResetProtocol) with harness.ipmi, adding what ExternalPowerDriver
+lacks: status, polling until the chassis reached the state, and retries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attr
+from labgrid.driver.common import Driver
+from labgrid.driver.powerdriver import PowerResetMixin
+from labgrid.factory import target_factory
+from labgrid.protocol import PowerProtocol
+from labgrid.resource.common import Resource
+from labgrid.step import step
+
+from ..ipmi import BMC, IPMITool
+from ..paths import expand
+
+_optional_str = attr.validators.optional(attr.validators.instance_of(str))
+
+
+@target_factory.reg_resource
+@attr.s(eq=False)
+class IPMIPowerPort(Resource):
+    """A host's BMC; the password comes from a file or an environment variable."""
+
+    address: str = attr.ib(validator=attr.validators.instance_of(str))
+    username: str = attr.ib(validator=attr.validators.instance_of(str))
+    port: int = attr.ib(default=623, validator=attr.validators.instance_of(int))
+    password_file: str | None = attr.ib(default=None, validator=_optional_str)
+    password_env: str | None = attr.ib(default=None, validator=_optional_str)
+    interface: str = attr.ib(default="lanplus", validator=attr.validators.instance_of(str))
+    cipher_suite: int = attr.ib(default=3, validator=attr.validators.instance_of(int))
+
+    def bmc(self, host: str) -> BMC:
+        return BMC(
+            host=host,
+            address=self.address,
+            port=self.port,
+            username=self.username,
+            password_file=Path(expand(self.password_file)) if self.password_file else None,
+            password_env=self.password_env,
+            interface=self.interface,
+            cipher_suite=self.cipher_suite,
+        )
+
+
+@target_factory.reg_driver
+@attr.s(eq=False)
+class IPMIPowerDriver(Driver, PowerResetMixin, PowerProtocol):
+    """Chassis power through the host's BMC; every action waits until the BMC
+    reports the new state, so the next step starts from a known one."""
+
+    bindings: ClassVar[dict[str, Any]] = {"port": "IPMIPowerPort"}
+    state_timeout: float = attr.ib(default=30.0, validator=attr.validators.instance_of(float))
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.ipmi: IPMITool | None = None
+
+    def on_activate(self) -> None:
+        self.ipmi = IPMITool(self.port.bmc(self.target.name))
+
+    def on_deactivate(self) -> None:
+        self.ipmi = None
+
+    def _tool(self) -> IPMITool:
+        assert self.ipmi is not None, "driver not active"
+        return self.ipmi
+
+    @Driver.check_active
+    @step()
+    def on(self) -> None:
+        self._tool().power_on()
+        self._tool().wait_power(True, self.state_timeout)
+
+    @Driver.check_active
+    @step()
+    def off(self) -> None:
+        self._tool().power_off()
+        self._tool().wait_power(False, self.state_timeout)
+
+    @Driver.check_active
+    @step()
+    def cycle(self) -> None:
+        self._tool().power_cycle()
+        self._tool().wait_power(True, self.state_timeout)
+
+    @Driver.check_active
+    @step()
+    def get(self) -> bool:
+        return self._tool().power_status()

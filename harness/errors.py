@@ -1,0 +1,25 @@
+"""The two kinds of failure the harness keeps apart, all the way to the report.
+
+A product failure (FAILED) is Xen or its tools misbehaving: a panic, a guest that does
+not migrate. Infrastructure breakage (BROKEN) is the lab not doing its part: a BMC that
+does not answer, a console that cannot connect, a host that never reaches SSH before Xen
+printed anything. A broken host is recovered by power cycle, not reported as a Xen bug.
+"""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Base of every error the harness raises on purpose."""
+
+
+class ConfigError(HarnessError):
+    """Bad input: found before anything touches a host."""
+
+
+class InfrastructureError(HarnessError):
+    """The lab broke (BMC, console, network, SSH), not the product."""
+
+
+class ProductFailure(HarnessError):
+    """Xen or its tools did not do what they promise."""

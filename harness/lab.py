@@ -1,0 +1,263 @@
+"""The lab model: a lab file, validated before anything touches a host.
+
+A lab file is a labgrid environment (`targets`, one per host, with the resources
+IPMIPowerPort, Com1Port and NetworkService) plus a `xenhil` section with the harness's
+options (distro family, timeout factor, Xen command line, SSH key, ...). Options under
+`xenhil.defaults` apply to every host; `xenhil.hosts.<name>` overrides them.
+
+Every problem is reported as one ConfigError naming the file, the host and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .ipmi import BMC
+from .paths import PROJECT_ROOT, UnknownVariable, expand
+
+DEFAULT_LAB = PROJECT_ROOT / "labs" / "vlab.yaml"
+FAMILIES = ("debian", "suse")
+
+HOST_OPTIONS = {
+    "family": str,
+    "timeout_factor": (int, float),
+    "dom0_mem": str,
+    "xen_cmdline_extra": str,
+    "ssh_key_file": str,
+    "ssh_host_key_file": str,
+    "link_address": str,
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SSHEndpoint:
+    address: str
+    port: int
+    username: str
+    key_file: Path | None
+    host_key_file: Path | None
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host of the lab, as the lab file describes it."""
+
+    name: str
+    bmc: BMC
+    com1: Endpoint
+    ssh: SSHEndpoint
+    family: str = "debian"
+    timeout_factor: float = 1.0
+    dom0_mem: str = "1024M,max:1024M"
+    xen_cmdline_extra: str = ""
+    link_address: str | None = None
+
+
+@dataclass(frozen=True)
+class Lab:
+    path: Path
+    name: str
+    hosts: dict[str, HostSpec]
+    reports_dir: Path
+    timeout_factor: float = 1.0
+    timeouts: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def host(self, name: str) -> HostSpec:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.hosts))
+            raise ConfigError(
+                f"{self.path}: unknown host {name!r}; this lab has: {known}"
+            ) from None
+
+    def select(self, names: list[str] | None) -> list[HostSpec]:
+        """The named hosts, in the order given; all hosts when no names are given."""
+        if not names:
+            return list(self.hosts.values())
+        return [self.host(name) for name in names]
+
+
+class _Checker:
+    """Reads typed fields out of the YAML and names the place of every problem."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, where: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {where}: {problem}")
+
+    def mapping(self, value: object, where: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(where, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    def get(self, data: Mapping[str, Any], key: str, kind: Any, where: str,
+            default: Any = ...) -> Any:
+        if key not in data or data[key] is None:
+            if default is ...:
+                raise self.fail(f"{where}.{key}", "missing")
+            return default
+        value = data[key]
+        # bool is an int to Python; a port of `true` is still a mistake.
+        if isinstance(value, bool) and kind is not bool:
+            raise self.fail(f"{where}.{key}", f"expected {_kind_name(kind)}, got {value!r}")
+        if not isinstance(value, kind):
+            raise self.fail(f"{where}.{key}", f"expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def port(self, data: Mapping[str, Any], key: str, where: str, default: Any = ...) -> int:
+        value = self.get(data, key, int, where, default)
+        if not 0 < value < 65536:
+            raise self.fail(f"{where}.{key}", f"{value} is not a TCP/UDP port")
+        return int(value)
+
+    def file(self, value: str, where: str, must_exist: bool) -> Path:
+        try:
+            path = Path(expand(value))
+        except UnknownVariable as unknown:
+            raise self.fail(where, f"refers to ${{{unknown.args[0]}}}, which is not set") from None
+        if not path.is_absolute():
+            path = self.path.parent / path
+        if must_exist and not path.exists():
+            raise self.fail(where, f"{path} does not exist")
+        return path
+
+
+def _kind_name(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return str(kind.__name__)
+
+
+def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab:
+    """Load and validate a lab file. `check_files=False` skips checking that the
+    key and password files exist (for `xenhil vlab up`, which creates them)."""
+    path = Path(path) if path is not None else DEFAULT_LAB
+    check = _Checker(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: lab file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    data = check.mapping(data, "top level")
+    targets = check.mapping(check.get(data, "targets", Mapping, "top level"), "targets")
+    if not targets:
+        raise check.fail("targets", "no hosts defined")
+    options = check.mapping(data.get("xenhil") or {}, "xenhil")
+    defaults = check.mapping(options.get("defaults") or {}, "xenhil.defaults")
+    per_host = check.mapping(options.get("hosts") or {}, "xenhil.hosts")
+    for name in per_host:
+        if name not in targets:
+            raise check.fail(f"xenhil.hosts.{name}",
+                             f"no target of that name (targets: {', '.join(targets)})")
+
+    hosts = {}
+    for name, target in targets.items():
+        where = f"host {name}"
+        target = check.mapping(target, f"targets.{name}")
+        resources = check.mapping(target.get("resources") or {}, f"targets.{name}.resources")
+        host_options = {**defaults, **check.mapping(per_host.get(name) or {},
+                                                    f"xenhil.hosts.{name}")}
+        for key in host_options:
+            if key not in HOST_OPTIONS:
+                raise check.fail(f"{where}: {key}",
+                                 f"unknown option (known: {', '.join(sorted(HOST_OPTIONS))})")
+            check.get(host_options, key, HOST_OPTIONS[key], where)
+        hosts[name] = _host(check, name, resources, host_options, check_files)
+
+    reports = check.get(options, "reports", str, "xenhil", "reports")
+    reports_dir = check.file(reports, "xenhil.reports", must_exist=False)
+    timeouts = check.mapping(options.get("timeouts") or {}, "xenhil.timeouts")
+    for key in timeouts:
+        check.get(timeouts, key, (int, float), "xenhil.timeouts")
+    return Lab(
+        path=path,
+        name=check.get(options, "name", str, "xenhil", path.stem),
+        hosts=hosts,
+        reports_dir=reports_dir,
+        timeout_factor=float(check.get(options, "timeout_factor", (int, float), "xenhil", 1.0)),
+        timeouts={key: float(value) for key, value in timeouts.items()},
+        options=dict(options),
+    )
+
+
+def _host(check: _Checker, name: str, resources: Mapping[str, Any],
+          options: Mapping[str, Any], check_files: bool) -> HostSpec:
+    where = f"host {name}"
+    for needed in ("IPMIPowerPort", "Com1Port", "NetworkService"):
+        if needed not in resources:
+            raise check.fail(f"{where}: resources.{needed}", "missing (every host needs "
+                             "IPMIPowerPort, Com1Port and NetworkService)")
+    ipmi = check.mapping(resources["IPMIPowerPort"], f"{where}: IPMIPowerPort")
+    ipmi_where = f"{where}: IPMIPowerPort"
+    password_file = ipmi.get("password_file")
+    password_env = ipmi.get("password_env")
+    if "password" in ipmi:
+        raise check.fail(f"{ipmi_where}.password", "passwords are never written in a lab "
+                         "file; use password_file or password_env")
+    if (password_file is None) == (password_env is None):
+        raise check.fail(ipmi_where, "needs exactly one of password_file or password_env")
+    bmc = BMC(
+        host=name,
+        address=check.get(ipmi, "address", str, ipmi_where),
+        port=check.port(ipmi, "port", ipmi_where, 623),
+        username=check.get(ipmi, "username", str, ipmi_where),
+        password_file=(check.file(check.get(ipmi, "password_file", str, ipmi_where),
+                                  f"{ipmi_where}.password_file", check_files)
+                       if password_file is not None else None),
+        password_env=(check.get(ipmi, "password_env", str, ipmi_where)
+                      if password_env is not None else None),
+        interface=check.get(ipmi, "interface", str, ipmi_where, "lanplus"),
+        cipher_suite=check.get(ipmi, "cipher_suite", int, ipmi_where, 3),
+    )
+    com1 = check.mapping(resources["Com1Port"], f"{where}: Com1Port")
+    service = check.mapping(resources["NetworkService"], f"{where}: NetworkService")
+    ssh_where = f"{where}: NetworkService"
+    if "password" in service:
+        raise check.fail(f"{ssh_where}.password", "use ssh_key_file, not a password")
+    family = options.get("family", "debian")
+    if family not in FAMILIES:
+        raise check.fail(f"{where}: family", f"{family!r} is not one of {', '.join(FAMILIES)}")
+    factor = float(options.get("timeout_factor", 1.0))
+    if factor <= 0:
+        raise check.fail(f"{where}: timeout_factor", "must be greater than 0")
+    key_file = options.get("ssh_key_file")
+    host_key_file = options.get("ssh_host_key_file")
+    return HostSpec(
+        name=name,
+        bmc=bmc,
+        com1=Endpoint(check.get(com1, "host", str, f"{where}: Com1Port"),
+                      check.port(com1, "port", f"{where}: Com1Port")),
+        ssh=SSHEndpoint(
+            address=check.get(service, "address", str, ssh_where),
+            port=check.port(service, "port", ssh_where, 22),
+            username=check.get(service, "username", str, ssh_where),
+            key_file=(check.file(key_file, f"{where}: ssh_key_file", check_files)
+                      if key_file else None),
+            host_key_file=(check.file(host_key_file, f"{where}: ssh_host_key_file",
+                                      check_files) if host_key_file else None),
+        ),
+        family=family,
+        timeout_factor=factor,
+        dom0_mem=str(options.get("dom0_mem", "1024M,max:1024M")),
+        xen_cmdline_extra=str(options.get("xen_cmdline_extra", "")),
+        link_address=options.get("link_address"),
+    )

@@ -1,0 +1,38 @@
+"""Where the harness keeps things, and how lab files name them."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def cache_dir() -> Path:
+    """Images, builds and virtual-lab state: $XENHIL_CACHE, else ~/.cache/xen-hil."""
+    configured = os.environ.get("XENHIL_CACHE")
+    if configured:
+        return Path(configured).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "xen-hil"
+
+
+class UnknownVariable(KeyError):
+    """A lab file refers to ${NAME} and NAME is neither set nor one of ours."""
+
+
+def expand(value: str) -> str:
+    """Expand ${NAME} from the environment (XENHIL_CACHE has a default) and a leading ~."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "XENHIL_CACHE":
+            return str(cache_dir())
+        if name in os.environ:
+            return os.environ[name]
+        raise UnknownVariable(name)
+
+    return os.path.expanduser(_VARIABLE.sub(substitute, value))

@@ -1,0 +1,151 @@
+"""What one virtual host is made of: its BMC configuration and its QEMU command line.
+
+Each host N lives on its own loopback address 127.0.1.N, so every host uses the same
+port numbers. The lab file names the ports that clients use (BMC, com1, SSH); the ports
+used only between the BMC and its QEMU are fixed here.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..lab import HostSpec
+
+SOL_PORT = 6232  # com2, wired to the BMC's Serial-over-LAN
+BMC_VM_PORT = 6233  # QEMU's ipmi-bmc-extern connects here (power/reset of the VM)
+LINK_PORT = 6240  # host-to-host network: UDP between the two hosts' loopback addresses
+
+
+@dataclass(frozen=True)
+class VirtualHost:
+    """A host of the lab file, plus what only the virtual lab needs to know."""
+
+    spec: HostSpec
+    index: int
+    memory_mb: int
+    vcpus: int
+    run_dir: Path
+    peer_address: str | None  # the other end of the host-to-host link
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def address(self) -> str:
+        return self.spec.bmc.address
+
+    @property
+    def overlay(self) -> Path:
+        return self.run_dir / "disk.qcow2"
+
+    @property
+    def qemu_pid_file(self) -> Path:
+        return self.run_dir / "qemu.pid"
+
+    @property
+    def bmc_pid_file(self) -> Path:
+        return self.run_dir / "ipmi_sim.pid"
+
+    @property
+    def qemu_com1_log(self) -> Path:
+        """QEMU's own copy of every com1 byte: the ground truth for our recorder."""
+        return self.run_dir / "com1-qemu.log"
+
+    @property
+    def start_script(self) -> Path:
+        return self.run_dir / "power-on.sh"
+
+    def mac(self, nic: int) -> str:
+        # The image derives hostname and addresses from these (see image.py).
+        return f"52:54:00:58:{nic:02x}:{self.index:02x}"
+
+    def listening_ports(self) -> list[tuple[str, int, str]]:
+        """(address, port, protocol) of everything this host listens on while up."""
+        spec = self.spec
+        return [
+            (spec.bmc.address, spec.bmc.port, "udp"),
+            (self.address, BMC_VM_PORT, "tcp"),
+            (spec.com1.address, spec.com1.port, "tcp"),
+            (self.address, SOL_PORT, "tcp"),
+            (spec.ssh.address, spec.ssh.port, "tcp"),
+        ]
+
+    def qemu_argv(self, qemu: str = "qemu-system-x86_64") -> list[str]:
+        spec = self.spec
+        argv = [
+            qemu, "-name", f"xenhil-{self.name}",
+            # TCG: no usable KVM here. qemu64 because plain `max` makes Xen fault dom0
+            # on SMAP; graphics=off puts SeaBIOS's own output on the serial port.
+            "-machine", "q35,accel=tcg,graphics=off", "-cpu", "qemu64",
+            "-m", str(self.memory_mb), "-smp", str(self.vcpus),
+            "-nodefaults", "-no-user-config", "-display", "none",
+            # wait=on: the machine does not start until the com1 recorder is connected,
+            # so the first byte is never lost. logfile: QEMU's own copy, for comparison.
+            "-chardev", f"socket,id=com1,host={spec.com1.address},port={spec.com1.port},"
+                        f"server=on,wait=on,logfile={self.qemu_com1_log},logappend=on",
+            "-serial", "chardev:com1",
+            "-chardev", f"socket,id=com2,host={self.address},port={SOL_PORT},server=on,wait=off",
+            "-serial", "chardev:com2",
+            "-chardev", f"socket,id=ipmi0,host={self.address},port={BMC_VM_PORT},reconnect=2",
+            "-device", "ipmi-bmc-extern,chardev=ipmi0,id=bmc0",
+            "-device", "isa-ipmi-kcs,bmc=bmc0",
+            # Management NIC: QEMU user network on documentation addresses, nothing
+            # outside reachable (restrict=on), SSH forwarded from loopback. No option
+            # ROMs (romfile=): no iPXE, the disk is the only boot device.
+            "-netdev", f"user,id=mgmt,net=192.0.2.0/24,restrict=on,"
+                       f"hostfwd=tcp:{spec.ssh.address}:{spec.ssh.port}-:22",
+            "-device", f"virtio-net-pci,netdev=mgmt,mac={self.mac(1)},romfile=",
+            "-drive", f"file={self.overlay},if=virtio,format=qcow2,cache=unsafe",
+        ]
+        if self.peer_address is not None:
+            # UDP needs no listener, so either host can power on first.
+            argv += [
+                "-netdev", f"socket,id=link,udp={self.peer_address}:{LINK_PORT},"
+                           f"localaddr={self.address}:{LINK_PORT}",
+                "-device", f"virtio-net-pci,netdev=link,mac={self.mac(2)},romfile=",
+            ]
+        return argv
+
+    def power_on_script(self) -> str:
+        """What the BMC runs on power-on. It records its PID (exec keeps it) so that
+        `xenhil vlab down` can stop QEMU by PID even if the BMC is gone."""
+        qemu_log = shlex.quote(str(self.run_dir / "qemu.log"))
+        return (
+            "#!/bin/sh\n"
+            "# Run by ipmi_sim on 'chassis power on'; the process is the powered machine.\n"
+            f"echo $$ > {shlex.quote(str(self.qemu_pid_file))}\n"
+            f"exec {shlex.join(self.qemu_argv())} >>{qemu_log} 2>&1\n"
+        )
+
+    def bmc_config(self, password: str) -> str:
+        """ipmi_sim's lan.conf: IPMI over LAN on loopback, power = the QEMU process."""
+        spec = self.spec
+        return "\n".join([
+            f'name "xenhil-{self.name}"',
+            "set_working_mc 0x20",
+            "  startlan 1",
+            f"    addr {spec.bmc.address} {spec.bmc.port}",
+            "    priv_limit admin",
+            "    allowed_auths_admin md5",
+            f"    guid {self.index:032x}",
+            "  endlan",
+            f"  serial 15 {self.address} {BMC_VM_PORT} codec VM ipmb 0x20",
+            f'  sol "tcp:{self.address}:{SOL_PORT}" 115200',
+            f'  startcmd "{self.start_script}"',
+            "  startnow false",
+            # QEMU has no guest agent to shut down gracefully: a short wait, then SIGTERM.
+            "  poweroff_wait 2",
+            "  kill_wait 5",
+            f'  user 2 true "{spec.bmc.username}" "{password}" admin 10 md5',
+            "",
+        ])
+
+
+BMC_COMMANDS = """\
+mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
+mc_enable 0x20
+"""

@@ -1,0 +1,131 @@
+"""The lab model: the shipped lab files load, and every mistake is named precisely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.errors import ConfigError
+from harness.lab import DEFAULT_LAB, load_lab
+from harness.paths import PROJECT_ROOT
+
+
+def write_lab(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def vlab_data() -> dict:
+    return yaml.safe_load(DEFAULT_LAB.read_text())
+
+
+def test_vlab_lab_file_loads_with_both_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XENHIL_CACHE", "/var/cache/xh")
+    lab = load_lab(DEFAULT_LAB, check_files=False)
+    assert list(lab.hosts) == ["vlab1", "vlab2"]
+    vlab2 = lab.host("vlab2")
+    assert (vlab2.bmc.address, vlab2.bmc.port) == ("127.0.1.2", 6230)
+    assert vlab2.bmc.password_file == Path("/var/cache/xh/vlab/bmc-password")
+    assert str(vlab2.com1) == "127.0.1.2:6231"
+    assert vlab2.ssh.key_file == Path("/var/cache/xh/vlab/keys/id_ed25519")
+    assert vlab2.link_address == "198.51.100.12"
+    assert lab.timeout_factor == 3.0
+    assert lab.reports_dir == PROJECT_ROOT / "labs" / "reports"
+
+
+def test_example_lab_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = load_lab(PROJECT_ROOT / "labs" / "example-lab.yaml", check_files=False)
+    host = lab.host("xen-r640-02")
+    assert host.family == "suse"
+    assert host.timeout_factor == 1.5
+    assert lab.host("xen-r640-01").bmc.password_env == "XENHIL_BMC_PASSWORD"
+
+
+def test_unknown_host_names_the_known_ones() -> None:
+    lab = load_lab(DEFAULT_LAB, check_files=False)
+    with pytest.raises(ConfigError, match=r"unknown host 'vlab3'; this lab has: vlab1, vlab2"):
+        lab.host("vlab3")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="lab file not found"):
+        load_lab(tmp_path / "nope.yaml")
+
+
+def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
+    path = write_lab(tmp_path, "targets:\n  vlab1: [unclosed\n")
+    with pytest.raises(ConfigError, match=rf"{path}: not valid YAML"):
+        load_lab(path)
+
+
+def test_missing_resource_names_host_and_field(tmp_path: Path) -> None:
+    data = vlab_data()
+    del data["targets"]["vlab2"]["resources"]["Com1Port"]
+    with pytest.raises(ConfigError, match=r"host vlab2: resources.Com1Port: missing"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_inline_password_is_refused(tmp_path: Path) -> None:
+    data = vlab_data()
+    data["targets"]["vlab1"]["resources"]["IPMIPowerPort"]["password"] = "calvin"
+    with pytest.raises(ConfigError, match=r"IPMIPowerPort.password: passwords are never"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_bad_port_type(tmp_path: Path) -> None:
+    data = vlab_data()
+    data["targets"]["vlab1"]["resources"]["NetworkService"]["port"] = "ssh"
+    with pytest.raises(ConfigError, match=r"host vlab1: NetworkService.port: expected int"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_port_out_of_range(tmp_path: Path) -> None:
+    data = vlab_data()
+    data["targets"]["vlab2"]["resources"]["Com1Port"]["port"] = 70000
+    with pytest.raises(ConfigError, match=r"Com1Port.port: 70000 is not a TCP/UDP port"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_missing_key_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XENHIL_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ConfigError, match=r"password_file: .*bmc-password does not exist"):
+        load_lab(DEFAULT_LAB)
+
+
+def test_unset_variable_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = vlab_data()
+    data["xenhil"]["defaults"]["ssh_key_file"] = "${XENHIL_TEST_UNSET_VARIABLE}/id"
+    monkeypatch.delenv("XENHIL_TEST_UNSET_VARIABLE", raising=False)
+    with pytest.raises(ConfigError, match=r"refers to \$\{XENHIL_TEST_UNSET_VARIABLE\}"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_unknown_option_lists_known_ones(tmp_path: Path) -> None:
+    data = vlab_data()
+    data["xenhil"]["hosts"]["vlab1"]["dom0_memory"] = "2G"
+    with pytest.raises(ConfigError, match=r"host vlab1: dom0_memory: unknown option \(known:"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_options_for_a_host_without_target(tmp_path: Path) -> None:
+    data = vlab_data()
+    data["xenhil"]["hosts"]["vlab9"] = {"family": "debian"}
+    with pytest.raises(ConfigError, match=r"xenhil.hosts.vlab9: no target of that name"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_bad_family(tmp_path: Path) -> None:
+    data = vlab_data()
+    data["xenhil"]["hosts"]["vlab2"]["family"] = "gentoo"
+    with pytest.raises(ConfigError, match=r"host vlab2: family: 'gentoo' is not one of"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_both_password_sources_is_ambiguous(tmp_path: Path) -> None:
+    data = vlab_data()
+    data["targets"]["vlab1"]["resources"]["IPMIPowerPort"]["password_env"] = "X"
+    with pytest.raises(ConfigError, match=r"needs exactly one of password_file or password_env"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
