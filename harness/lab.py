@@ -20,6 +20,7 @@ import yaml
 from .errors import ConfigError
 from .ipmi import BMC
 from .paths import PROJECT_ROOT, UnknownVariable, expand
+from .timeouts import TIMEOUTS, Timeouts
 
 DEFAULT_LAB = PROJECT_ROOT / "labs" / "vlab.yaml"
 FAMILIES = ("debian", "suse")
@@ -75,7 +76,7 @@ class Lab:
     hosts: dict[str, HostSpec]
     reports_dir: Path
     timeout_factor: float = 1.0
-    timeouts: dict[str, float] = field(default_factory=dict)
+    timeout_overrides: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 
     def host(self, name: str) -> HostSpec:
@@ -86,6 +87,11 @@ class Lab:
             raise ConfigError(
                 f"{self.path}: unknown host {name!r}; this lab has: {known}"
             ) from None
+
+    def timeouts(self, host: HostSpec) -> Timeouts:
+        """The timeout table for `host`: lab overrides, lab factor times host factor."""
+        return Timeouts(self.timeout_factor * host.timeout_factor,
+                        tuple(self.timeout_overrides.items()))
 
     def select(self, names: list[str] | None) -> list[HostSpec]:
         """The named hosts, in the order given; all hosts when no names are given."""
@@ -187,6 +193,9 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
     reports_dir = check.file(reports, "xenhil.reports", must_exist=False)
     timeouts = check.mapping(options.get("timeouts") or {}, "xenhil.timeouts")
     for key in timeouts:
+        if key not in TIMEOUTS:
+            raise check.fail(f"xenhil.timeouts.{key}",
+                             f"no such timeout (known: {', '.join(sorted(TIMEOUTS))})")
         check.get(timeouts, key, (int, float), "xenhil.timeouts")
     return Lab(
         path=path,
@@ -194,7 +203,7 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         hosts=hosts,
         reports_dir=reports_dir,
         timeout_factor=float(check.get(options, "timeout_factor", (int, float), "xenhil", 1.0)),
-        timeouts={key: float(value) for key, value in timeouts.items()},
+        timeout_overrides={key: float(value) for key, value in timeouts.items()},
         options=dict(options),
     )
 

@@ -129,3 +129,20 @@ def test_both_password_sources_is_ambiguous(tmp_path: Path) -> None:
     data["targets"]["vlab1"]["resources"]["IPMIPowerPort"]["password_env"] = "X"
     with pytest.raises(ConfigError, match=r"needs exactly one of password_file or password_env"):
         load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_timeouts_scale_by_lab_and_host_factor(tmp_path: Path) -> None:
+    data = vlab_data()
+    data["xenhil"]["timeouts"] = {"login_prompt": 100}
+    data["xenhil"]["hosts"]["vlab2"]["timeout_factor"] = 2
+    lab = load_lab(write_lab(tmp_path, data), check_files=False)
+    assert lab.timeouts(lab.host("vlab1"))["login_prompt"] == 300.0
+    assert lab.timeouts(lab.host("vlab2"))["login_prompt"] == 600.0
+    assert lab.timeouts(lab.host("vlab2"))["command"] == 360.0
+
+
+def test_unknown_timeout_name(tmp_path: Path) -> None:
+    data = vlab_data()
+    data["xenhil"]["timeouts"] = {"login": 100}
+    with pytest.raises(ConfigError, match=r"xenhil.timeouts.login: no such timeout"):
+        load_lab(write_lab(tmp_path, data), check_files=False)

@@ -1,0 +1,108 @@
+"""Find the Xen entry of a build in a generated grub.cfg (as osstest does).
+
+grub.cfg nests `menuentry` inside `submenu`; GRUB_DEFAULT accepts the path of ids from
+the top, joined by `>`. An entry boots Xen when it loads a hypervisor with
+`multiboot2`/`multiboot` and the dom0 kernel with `module2`/`module`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from .errors import HarnessError
+
+
+class GrubEntryNotFound(HarnessError):
+    """No boot entry loads the build's hypervisor."""
+
+
+@dataclass(frozen=True)
+class GrubEntry:
+    titles: tuple[str, ...]  # submenu titles, then the entry's own
+    ids: tuple[str, ...]
+    hypervisor: str | None  # path given to multiboot2/multiboot
+    kernel: str | None  # dom0 kernel (module2 under Xen, linux otherwise)
+    xen_args: str = ""
+
+    @property
+    def default_path(self) -> str:
+        """The value for GRUB_DEFAULT (ids are stable across regenerations, titles too)."""
+        return ">".join(self.ids)
+
+    @property
+    def title(self) -> str:
+        return " > ".join(self.titles)
+
+
+_OPEN = re.compile(r"^\s*(menuentry|submenu)\s+(.*)\{\s*$")
+
+
+def _title_and_id(rest: str) -> tuple[str, str]:
+    words = shlex.split(rest.replace("$menuentry_id_option", "--id"), posix=True)
+    title = words[0]
+    entry_id = title
+    if "--id" in words:
+        entry_id = words[words.index("--id") + 1]
+    return title, entry_id
+
+
+def parse_grub_cfg(text: str) -> list[GrubEntry]:
+    """Every menuentry in menu order, with the submenus it sits in."""
+    entries: list[GrubEntry] = []
+    stack: list[tuple[str, str, str]] = []  # (kind, title, id)
+    current: dict[str, str] = {}
+    depth_of_entry: int | None = None
+    depth = 0
+    for line in text.splitlines():
+        stripped = line.strip()
+        opened = _OPEN.match(line)
+        if opened:
+            kind, rest = opened.groups()
+            title, entry_id = _title_and_id(rest)
+            stack.append((kind, title, entry_id))
+            depth += 1
+            if kind == "menuentry":
+                depth_of_entry = depth
+                current = {}
+            continue
+        if depth_of_entry is not None and depth == depth_of_entry:
+            words = stripped.split(None, 2)
+            if words and words[0] in ("multiboot2", "multiboot") and len(words) > 1:
+                current["hypervisor"] = words[1]
+                current["xen_args"] = words[2] if len(words) > 2 else ""
+            elif words and words[0] in ("module2", "module") and len(words) > 1 \
+                    and "kernel" not in current and "--nounzip" not in words[1]:
+                current["kernel"] = words[1]
+            elif words and words[0] == "linux" and len(words) > 1:
+                current["kernel"] = words[1]
+        if stripped.startswith("}") and stack:
+            kind, _title, _id = stack[-1]
+            if kind == "menuentry" and depth == depth_of_entry:
+                entries.append(GrubEntry(
+                    titles=tuple(item[1] for item in stack),
+                    ids=tuple(item[2] for item in stack),
+                    hypervisor=current.get("hypervisor"),
+                    kernel=current.get("kernel"),
+                    xen_args=current.get("xen_args", ""),
+                ))
+                depth_of_entry = None
+            stack.pop()
+            depth -= 1
+    return entries
+
+
+def find_xen_entry(entries: list[GrubEntry], hypervisor: str) -> GrubEntry:
+    """The first entry, in menu order, that boots `hypervisor` (a path under /boot).
+
+    The first such entry is the one with the newest dom0 kernel (grub-mkconfig sorts
+    kernels newest first)."""
+    wanted = hypervisor.rsplit("/", 1)[-1]
+    for entry in entries:
+        if entry.hypervisor and entry.hypervisor.rsplit("/", 1)[-1] == wanted:
+            return entry
+    booting_xen = sorted({e.hypervisor for e in entries if e.hypervisor})
+    raise GrubEntryNotFound(
+        f"no GRUB entry boots {hypervisor}; entries boot: "
+        f"{', '.join(booting_xen) or 'no hypervisor at all'}")

@@ -1,0 +1,53 @@
+"""The one timeout table. Every wait in the harness has a name here and a default.
+
+Defaults follow what osstest and openQA use on real hosts (see
+shared/reference/scenarios-from-peers.md). A lab file may override a default
+(`xenhil.timeouts`), and the lab's and the host's `timeout_factor` scale it: the
+virtual lab under TCG sets 3.0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+# name: (seconds, what is being waited for)
+TIMEOUTS: dict[str, tuple[float, str]] = {
+    "bmc_power_state": (30, "the BMC to report the requested power state"),
+    "firmware": (60, "the first com1 output after power-on (firmware)"),
+    "bootloader": (180, "GRUB on com1 after power-on (openQA: 180 s, then reset)"),
+    "xen_banner": (120, "the Xen banner on com1 after GRUB"),
+    "dom0_kernel": (120, "the dom0 Linux kernel on com1 after the Xen banner"),
+    "login_prompt": (300, "dom0's login prompt on com1 after its kernel started"),
+    "ssh_after_power_cycle": (600, "sshd answering after a power cycle (osstest: 600 s)"),
+    "command": (60, "an ordinary command on a host"),
+    "package_install": (600, "installing a build's packages on a host"),
+    "console_crash_dump": (10, "the rest of a crash dump after a panic is seen"),
+    "debug_keys": (20, "Xen's output after debug keys are sent"),
+}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """The table for one host: overrides applied, scaled by lab and host factors."""
+
+    factor: float = 1.0
+    overrides: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [name for name, _ in self.overrides if name not in TIMEOUTS]
+        if unknown:
+            raise ConfigError(f"unknown timeout name(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(TIMEOUTS))}")
+
+    def __getitem__(self, name: str) -> float:
+        """Seconds to wait for `name`, scaled."""
+        try:
+            base = dict(self.overrides).get(name, TIMEOUTS[name][0])
+        except KeyError:
+            raise KeyError(f"no timeout named {name!r} in harness.timeouts") from None
+        return base * self.factor
+
+    def describe(self, name: str) -> str:
+        return f"{name} ({self[name]:.0f} s: {TIMEOUTS[name][1]})"
