@@ -69,13 +69,13 @@ def parse_grub_cfg(text: str) -> list[GrubEntry]:
             continue
         if depth_of_entry is not None and depth == depth_of_entry:
             words = stripped.split(None, 2)
-            if words and words[0] in ("multiboot2", "multiboot") and len(words) > 1:
+            command = words[0] if len(words) > 1 else ""
+            if command in ("multiboot2", "multiboot"):
                 current["hypervisor"] = words[1]
                 current["xen_args"] = words[2] if len(words) > 2 else ""
-            elif words and words[0] in ("module2", "module") and len(words) > 1 \
-                    and "kernel" not in current and "--nounzip" not in words[1]:
-                current["kernel"] = words[1]
-            elif words and words[0] == "linux" and len(words) > 1:
+            # Under Xen the first module is the dom0 kernel; the initrd follows it.
+            elif command == "linux" or (command in ("module2", "module")
+                                        and "kernel" not in current):
                 current["kernel"] = words[1]
         if stripped.startswith("}") and stack:
             kind, _title, _id = stack[-1]
