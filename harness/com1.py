@@ -1,0 +1,598 @@
+"""com1 recorder: the one client of a host's serial console, from before power-on to the end.
+
+Every host's com1 is a raw TCP port (a QEMU chardev socket server in the virtual lab,
+ser2net/conserver on real hosts) that serves one client at a time. A `Com1Recorder` is
+that client for the whole session (DESIGN.md principle 2):
+
+- a daemon thread connects, reads and reconnects after a drop or a refused connect
+  (backoff 0.2 s doubling to 2 s) until `stop()`;
+- `<log>` (e.g. reports/<run-id>/com1/<host>.log) gets every byte as it arrives, flushed
+  per read, each line prefixed `2026-11-25T21:40:48.123Z | ` when its first byte arrives;
+  CRs directly before a newline are dropped there (Xen and hvc0 end lines in "\\r\\r\\n");
+- `<log>.raw` (same name, suffix .raw) gets the exact bytes, comparable with QEMU's own
+  chardev logfile;
+- gaps are never silent: start, connect, connect failures, disconnects, reconnects and
+  stop are marker lines `2026-...Z # com1 disconnected: <reason>` (`#`, not `|`);
+- `subscribe()` hands out `Com1Stream`s: independent, bounded readers of the bytes that
+  arrive after subscribing, with `expect()` that fails fast through a ConsoleWatcher;
+- `mark()` / `text_since()` cut the log into per-test evidence slices.
+
+A started recorder is registered under (host, port) so that drivers find it with
+`recorder_for()`; a second recorder for the same port is refused, as the port would
+serve only one of them. Data written to the console is not logged: it can be a password.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import errno
+import logging
+import os
+import re
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from harness.console_watch import ConsoleCrash, ConsoleWatcher
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN = 0.2  # s, first wait after a failed connect or a drop
+BACKOFF_MAX = 2.0  # s
+CONNECT_TIMEOUT = 5.0  # s, for a console server that does not answer at all
+WRITE_TIMEOUT = 5.0  # s, for a console server that does not take input
+STREAM_LIMIT = 4 * 1024 * 1024  # bytes a subscriber may fall behind before the oldest go
+EVIDENCE_QUIET = 0.5  # s of silence that ends the dump after a crash line
+DUMP_WAIT = 3.0  # s spent at most collecting that dump (timeouts: console_crash_dump)
+_EXPECT_LOOKBACK = 16 * 1024  # chars before new data searched again: longest expected match
+_EXPECT_TEXT_LIMIT = 1024 * 1024  # unconsumed chars kept for expect()
+_TAIL_CHARS = 16 * 1024  # chars kept for the "last lines seen" of a timeout
+_TAIL_LINES = 20
+
+
+class Com1NotConnected(ConnectionError):
+    """write() while the console is not connected (or the write failed)."""
+
+
+class Com1Timeout(TimeoutError):
+    """expect() saw none of the patterns in time; the message shows what it did see."""
+
+    def __init__(
+        self, message: str, awaited: list[str], timeout: float, last_lines: list[str]
+    ) -> None:
+        super().__init__(message)
+        self.awaited = awaited
+        self.timeout = timeout
+        self.last_lines = last_lines
+
+
+@dataclass(frozen=True)
+class Com1Mark:
+    """A position in a recorder's .log (byte offset) and when it was taken."""
+
+    log_path: Path
+    offset: int
+    time: datetime
+
+
+def _utc_stamp(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+_registry: dict[tuple[str, int], Com1Recorder] = {}
+_registry_lock = threading.Lock()
+
+
+def recorder_for(host: str, port: int) -> Com1Recorder:
+    """The running recorder of the console at host:port (as given to Com1Recorder)."""
+    with _registry_lock:
+        recorder = _registry.get((host, port))
+    if recorder is None:
+        raise LookupError(
+            f"no com1 recorder is running for {host}:{port}: start a Com1Recorder for the "
+            "host before powering it on or activating its console"
+        )
+    return recorder
+
+
+class Com1Recorder:
+    """Records one host's com1 for the whole session; see the module docstring."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        log_path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        backoff_min: float = BACKOFF_MIN,
+        backoff_max: float = BACKOFF_MAX,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.name = name or f"{host}:{port}"
+        self.log_path = Path(log_path)
+        self.raw_path = self.log_path.with_suffix(".raw")
+        self._backoff_min = backoff_min
+        self._backoff_max = backoff_max
+        self._connect_timeout = connect_timeout
+        # _lock: files, positions, subscribers, state. _sock_lock: the socket for write().
+        self._lock = threading.Lock()
+        self._sock_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._wake: tuple[socket.socket, socket.socket] | None = None  # stop() wakes the thread
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._stopped = False
+        self._log: BinaryIO | None = None
+        self._raw: BinaryIO | None = None
+        self._log_pos = 0
+        self._at_line_start = True
+        self._pending_cr = 0  # CRs at the end of the last read, written once the next byte shows
+        self._bytes = 0
+        self._down_reason = "not connected yet"
+        self._streams: list[Com1Stream] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Com1Recorder:
+        """Open the files and start reading; call before the host is powered on."""
+        if self._started or self._stopped:
+            raise RuntimeError(f"com1 recorder {self.name} cannot start twice")
+        key = (self.host, self.port)
+        with _registry_lock:
+            other = _registry.get(key)
+            if other is not None:
+                raise RuntimeError(
+                    f"com1 {self.host}:{self.port} is already recorded by {other.name}; "
+                    "a console port serves one client"
+                )
+            _registry[key] = self
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            # Append: a restarted harness must not wipe what an earlier recorder wrote.
+            self._log = open(self.log_path, "ab")  # noqa: SIM115
+            self._raw = open(self.raw_path, "ab")  # noqa: SIM115
+        except BaseException:
+            self._unregister()
+            raise
+        self._log_pos = self._log.tell()
+        self._started = True
+        self._marker(f"com1 recorder started for {self.host}:{self.port} ({self.name})")
+        self._wake = socket.socketpair()
+        self._thread = threading.Thread(
+            target=self._run, args=(self._wake[0],), name=f"com1-{self.name}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reading, mark the end, close socket and files. Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._stop.set()
+        if self._wake is not None:
+            self._wake[1].send(b"\0")  # wakes the reader thread out of select()
+        if self._thread is not None:
+            self._thread.join()
+        if self._started:
+            self._marker(f"com1 recorder stopped after {self._bytes} bytes")
+        with self._lock:
+            streams, self._streams = self._streams, []
+            for f in (self._log, self._raw):
+                if f is not None:
+                    f.close()
+        for stream in streams:
+            stream._close()
+        self._unregister()
+        for end in self._wake or ():
+            end.close()
+
+    def _unregister(self) -> None:
+        with _registry_lock:
+            if _registry.get((self.host, self.port)) is self:
+                del _registry[(self.host, self.port)]
+
+    def __enter__(self) -> Com1Recorder:
+        return self if self._started else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    @property
+    def bytes_received(self) -> int:
+        return self._bytes
+
+    def _state_text(self) -> str:
+        if self.connected:
+            return "com1 connected"
+        return f"com1 NOT connected ({self._down_reason})"
+
+    # -- console I/O -----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> int:
+        """Send bytes to the console (keystrokes, Xen debug keys); returns len(data)."""
+        with self._sock_lock:
+            sock = self._sock
+            if sock is None:
+                raise Com1NotConnected(
+                    f"cannot write to com1 of {self.name}: not connected ({self._down_reason})"
+                )
+            try:
+                sock.sendall(data)
+            except OSError as exc:
+                raise Com1NotConnected(f"write to com1 of {self.name} failed: {exc}") from exc
+        return len(data)
+
+    def subscribe(self, limit: int = STREAM_LIMIT) -> Com1Stream:
+        """A new reader of every byte received from now on (at most `limit` unread)."""
+        stream = Com1Stream(self, limit)
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError(f"com1 recorder {self.name} is stopped")
+            self._streams.append(stream)
+        return stream
+
+    def _unsubscribe(self, stream: Com1Stream) -> None:
+        with self._lock:
+            if stream in self._streams:
+                self._streams.remove(stream)
+
+    # -- evidence slices -------------------------------------------------------------------
+
+    def mark(self) -> Com1Mark:
+        """The current end of the .log, to slice from or to with text_since()."""
+        with self._lock:
+            return Com1Mark(self.log_path, self._log_pos, datetime.now(UTC))
+
+    def text_since(self, mark: Com1Mark, until: Com1Mark | None = None) -> str:
+        """The timestamped .log between two marks (until now without `until`).
+
+        Slices are exact byte ranges: consecutive slices add up to the whole log.
+        """
+        for m in (mark, until):
+            if m is not None and m.log_path != self.log_path:
+                raise ValueError(f"{m} is a mark of {m.log_path}, not of {self.log_path}")
+        end = until.offset if until is not None else self.mark().offset
+        if end < mark.offset:
+            raise ValueError(f"slice ends ({end}) before it starts ({mark.offset})")
+        with open(self.log_path, "rb") as f:
+            f.seek(mark.offset)
+            data = f.read(end - mark.offset)
+        return data.decode("utf-8", errors="replace")
+
+    # -- the reader thread -----------------------------------------------------------------
+
+    def _run(self, wake: socket.socket) -> None:
+        try:
+            self._loop(wake)
+        except Exception as exc:  # e.g. the disk is full: the end must not be silent
+            self._down_reason = f"recorder failed: {exc!r}"
+            log.exception("%s: com1 recorder thread failed", self.name)
+            with contextlib.suppress(OSError, ValueError):
+                self._marker(f"com1 recorder failed: {exc!r}")
+
+    def _loop(self, wake: socket.socket) -> None:
+        backoff = self._backoff_min
+        down_since: float | None = None  # when the last connection dropped
+        failure_marked = False
+        while not self._stop.is_set():
+            try:
+                sock = self._connect(wake)
+            except OSError as exc:
+                self._down_reason = f"connect failed: {exc}"
+                if not failure_marked:
+                    self._marker(f"com1 connect to {self.host}:{self.port} failed: {exc}; retrying")
+                    failure_marked = True
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._backoff_max)
+                continue
+            if sock is None:  # stopped while connecting
+                break
+            backoff, failure_marked = self._backoff_min, False
+            with self._sock_lock:
+                self._sock = sock
+            try:
+                if down_since is None:
+                    self._marker(f"com1 connected to {self.host}:{self.port}")
+                else:
+                    gap = time.monotonic() - down_since
+                    self._marker(f"com1 reconnected after {gap:.1f} s")
+                reason = self._pump(sock, wake)
+            finally:
+                with self._sock_lock:
+                    self._sock = None
+                sock.close()
+            self._down_reason = reason
+            down_since = time.monotonic()
+            if not self._stop.is_set():
+                self._marker(f"com1 disconnected: {reason}")
+
+    def _connect(self, wake: socket.socket) -> socket.socket | None:
+        """A connected socket, None if stop() came first; OSError when it cannot connect."""
+        family, kind, proto, _, address = socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            err = sock.connect_ex(address)
+            if err not in (0, errno.EINPROGRESS):
+                raise OSError(err, os.strerror(err))
+            with selectors.DefaultSelector() as sel:
+                sel.register(sock, selectors.EVENT_WRITE)
+                sel.register(wake, selectors.EVENT_READ)
+                if not sel.select(self._connect_timeout):
+                    raise TimeoutError(f"no answer within {self._connect_timeout} s")
+            if self._stop.is_set():
+                sock.close()
+                return None
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err))
+            # Keepalive: a host that vanished must show up as a gap, not as silence.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(WRITE_TIMEOUT)  # reads only follow readiness, so this bounds sends
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _pump(self, sock: socket.socket, wake: socket.socket) -> str:
+        """Read until the connection ends or stop(); returns why it ended."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ)
+            sel.register(wake, selectors.EVENT_READ)
+            while True:
+                sel.select()
+                if self._stop.is_set():
+                    return "recorder stopped"
+                try:
+                    data = sock.recv(65536)
+                except OSError as exc:
+                    return str(exc) or type(exc).__name__
+                if not data:
+                    return "connection closed by the console server"
+                self._received(data)
+
+    # -- writing the files -----------------------------------------------------------------
+
+    def _received(self, data: bytes) -> None:
+        stamp = _utc_stamp(time.time()).encode()
+        with self._lock:
+            assert self._log is not None and self._raw is not None
+            self._raw.write(data)
+            self._raw.flush()
+            self._write_log(self._format(data, stamp))
+            self._bytes += len(data)
+            for stream in self._streams:
+                stream._feed(data)
+
+    def _format(self, data: bytes, stamp: bytes) -> bytes:
+        """The .log form of `data`: a prefix per line, CRs before newlines dropped."""
+        data = b"\r" * self._pending_cr + data
+        body = data.rstrip(b"\r")
+        self._pending_cr = len(data) - len(body)
+        out = bytearray()
+        pos = 0
+        while pos < len(body):
+            if self._at_line_start:
+                out += stamp + b" | "
+                self._at_line_start = False
+            newline = body.find(b"\n", pos)
+            if newline < 0:
+                out += body[pos:]
+                break
+            out += body[pos:newline].rstrip(b"\r") + b"\n"
+            self._at_line_start = True
+            pos = newline + 1
+        return bytes(out)
+
+    def _marker(self, text: str) -> None:
+        line = f"{_utc_stamp(time.time())} # {text}\n".encode()
+        with self._lock:
+            if not self._at_line_start:
+                line = b"\n" + line  # end the partial console line; .raw keeps the truth
+            self._pending_cr = 0
+            self._at_line_start = True
+            self._write_log(line)
+        log.info("%s: %s", self.name, text)
+
+    def _write_log(self, data: bytes) -> None:
+        assert self._log is not None
+        self._log.write(data)
+        self._log.flush()
+        self._log_pos += len(data)
+
+
+class Com1Stream:
+    """An independent reader of a recorder's bytes, with a fail-fast expect().
+
+    Bytes received after subscribe() are buffered (the oldest are dropped beyond `limit`,
+    counted in `dropped`; the recorder's files keep everything). read() returns raw bytes;
+    expect() consumes them into its own text buffer, so use one or the other on a stream.
+    """
+
+    def __init__(self, recorder: Com1Recorder, limit: int) -> None:
+        self._recorder = recorder
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._buf = bytearray()
+        self._closed = False
+        self.dropped = 0
+        # expect() state, touched only by the thread that calls expect().
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._text = ""
+        self._tail = ""
+
+    @property
+    def name(self) -> str:
+        return self._recorder.name
+
+    def _feed(self, data: bytes) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._buf += data
+            excess = len(self._buf) - self._limit
+            if excess > 0:
+                if not self.dropped:
+                    log.warning("%s: com1 subscriber fell %d bytes behind", self.name, excess)
+                del self._buf[:excess]
+                self.dropped += excess
+            self._cond.notify_all()
+
+    def read(self, size: int = 65536, timeout: float = 0.0) -> bytes:
+        """Up to `size` buffered bytes, waiting up to `timeout` s for the first; b"" if none.
+
+        Raises EOFError once the stream is closed and drained.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._buf:
+                if self._closed:
+                    raise EOFError(f"com1 stream of {self.name} is closed")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return b""
+                self._cond.wait(remaining)
+            data = bytes(self._buf[:size])
+            del self._buf[:size]
+            return data
+
+    def expect(
+        self,
+        patterns: Sequence[str | re.Pattern[str]],
+        timeout: float,
+        watcher: ConsoleWatcher | None = None,
+        *,
+        dump_wait: float = DUMP_WAIT,
+    ) -> re.Match[str]:
+        """Wait for the earliest match of any pattern (str: a regex) in the console text.
+
+        Text up to the end of the match is consumed; `match.string[:match.start()]` is
+        what came before it. With a watcher, every byte this call reads also goes to the
+        watcher, and a crash it recognises (now, or in an earlier wait) raises ConsoleCrash
+        at once, after settle_crash(watcher, dump_wait) has collected the dump that follows
+        the crash line.
+        Raises Com1Timeout naming what was awaited, the console state and the last lines.
+        """
+        compiled = [re.compile(p) if isinstance(p, str) else p for p in patterns]
+        if not compiled:
+            raise ValueError("expect() needs at least one pattern")
+        deadline = time.monotonic() + timeout
+        start = 0
+        while True:
+            if watcher is not None and watcher.crash is not None:
+                raise self.settle_crash(watcher, dump_wait)
+            match = self._search(compiled, start)
+            if match is not None:
+                self._text = self._text[match.end() :]
+                return match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout(compiled, timeout)
+            data = self.read(timeout=remaining)
+            start = max(0, len(self._text) - _EXPECT_LOOKBACK)
+            if data:
+                start -= self._take(data, watcher)
+
+    def settle_crash(self, watcher: ConsoleWatcher, dump_wait: float = DUMP_WAIT) -> ConsoleCrash:
+        """The ConsoleCrash to raise, once the dump after the crash line is in its evidence.
+
+        Reads on until the watcher has its lines after the crash, com1 is quiet for
+        EVIDENCE_QUIET s, or `dump_wait` s have passed.
+        """
+        crash = watcher.crash
+        if crash is None:
+            raise ValueError("the watcher has seen no crash")
+        end = time.monotonic() + dump_wait
+        while not watcher.evidence_complete:
+            wait = min(EVIDENCE_QUIET, end - time.monotonic())
+            if wait <= 0:
+                break
+            try:
+                data = self.read(timeout=wait)
+            except EOFError:
+                break
+            if not data:
+                break
+            self._take(data, watcher)
+        return ConsoleCrash(watcher.crash or crash, watcher.evidence, self.name)
+
+    def _take(self, data: bytes, watcher: ConsoleWatcher | None) -> int:
+        """Add bytes to the expect text and the watcher; returns chars dropped from the text."""
+        if watcher is not None:
+            watcher.feed(data)
+        text = self._decoder.decode(data)
+        self._text += text
+        self._tail = (self._tail + text)[-_TAIL_CHARS:]
+        dropped = max(0, len(self._text) - _EXPECT_TEXT_LIMIT)
+        self._text = self._text[dropped:]
+        return dropped
+
+    def _search(self, patterns: list[re.Pattern[str]], start: int) -> re.Match[str] | None:
+        best: re.Match[str] | None = None
+        for pattern in patterns:
+            match = pattern.search(self._text, max(start, 0))
+            if match is not None and (best is None or match.start() < best.start()):
+                best = match
+        return best
+
+    def _timeout(self, patterns: list[re.Pattern[str]], timeout: float) -> Com1Timeout:
+        awaited = [p.pattern for p in patterns]
+        lines = [line.rstrip("\r") for line in self._tail.split("\n")][-_TAIL_LINES:]
+        shown = "\n".join(f"  {line}" for line in lines) if self._tail else "  (nothing)"
+        message = (
+            f"com1 of {self.name}: none of {awaited} seen within {timeout:g} s "
+            f"({self._recorder._state_text()}); last lines seen:\n{shown}"
+        )
+        return Com1Timeout(message, awaited, timeout, lines)
+
+    def close(self) -> None:
+        """Stop receiving; idempotent."""
+        self._recorder._unsubscribe(self)
+        self._close()
+
+    def _close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __enter__(self) -> Com1Stream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,118 @@
+"""labgrid console on top of the com1 recorder: ShellDriver and expect over the recorded stream.
+
+A host's com1 port serves one client, and that client is the harness's `Com1Recorder`
+(running from before power-on, for the whole session). labgrid's own SerialDriver would
+be a second client, so this driver does not connect anywhere: it reads a subscription of
+the running recorder and writes through it. labgrid waits therefore see exactly the bytes
+that are in com1/<host>.log, and nothing is lost while no driver is active.
+
+How the driver finds its recorder: the target has a `Com1Port` resource (host, port, as
+in the lab file); on activation the driver looks up the recorder started for that same
+(host, port) with `harness.com1.recorder_for()`. Recorders register themselves in
+start(), so the only rule is: start the host's recorder before activating its console.
+A lab file entry:
+
+    resources:
+      Com1Port: {host: 127.0.1.1, port: 6231}
+    drivers:
+      Com1ConsoleDriver: {}
+      ShellDriver: {prompt: 'root@\\w+:~# ', login_prompt: ' login: ', username: root}
+
+With `watch` (the default) every byte the driver reads also goes through a
+ConsoleWatcher: a Xen panic or dom0 oops during any labgrid wait (login, run, expect)
+raises ConsoleCrash at once, with the dump as evidence, instead of a pexpect timeout.
+The driver raises once per crash and then watches afresh (the host may be rebooted).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+import attr
+from labgrid.driver.common import Driver
+from labgrid.driver.consoleexpectmixin import ConsoleExpectMixin
+from labgrid.factory import target_factory
+from labgrid.protocol import ConsoleProtocol
+from labgrid.resource.common import Resource
+from pexpect import TIMEOUT
+
+from harness.com1 import Com1Recorder, Com1Stream, recorder_for
+from harness.console_watch import ConsoleWatcher
+
+_READ_LIMIT = 65536  # bytes per read when labgrid sets no max_size
+
+
+@target_factory.reg_resource
+@attr.s(eq=False)
+class Com1Port(Resource):
+    """A host's com1 as a raw TCP port: QEMU chardev socket, ser2net or conserver.
+
+    Args:
+        host (str): address of the console server, exactly as given to the recorder
+        port (int): its TCP port
+    """
+
+    host: str = attr.ib(validator=attr.validators.instance_of(str))
+    port: int = attr.ib(validator=attr.validators.instance_of(int))
+
+
+@target_factory.reg_driver
+@attr.s(eq=False)
+class Com1ConsoleDriver(ConsoleExpectMixin, Driver, ConsoleProtocol):
+    """ConsoleProtocol over the running Com1Recorder of the bound Com1Port.
+
+    `watcher` is the ConsoleWatcher of what this driver has read (None without `watch`);
+    it is new at every activation and after every ConsoleCrash raised.
+    """
+
+    bindings: ClassVar[dict[str, str]] = {"port": "Com1Port"}
+
+    txdelay: float = attr.ib(default=0.0, validator=attr.validators.instance_of(float))
+    txchunk: int = attr.ib(default=1, validator=attr.validators.instance_of(int))
+    watch: bool = attr.ib(default=True, validator=attr.validators.instance_of(bool))
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._recorder: Com1Recorder | None = None
+        self._stream: Com1Stream | None = None
+        self.watcher: ConsoleWatcher | None = None
+
+    def on_activate(self) -> None:
+        self._recorder = recorder_for(self.port.host, self.port.port)
+        self._stream = self._recorder.subscribe()
+        self.watcher = ConsoleWatcher() if self.watch else None
+
+    def on_deactivate(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self._recorder = self._stream = None
+
+    def _read(self, size: int = 1, timeout: float = 0.0, max_size: int | None = None) -> bytes:
+        """At least `size` bytes unless `timeout` expires first (then what came, if any)."""
+        assert self._stream is not None
+        limit = max_size or max(size, _READ_LIMIT)
+        deadline = time.monotonic() + timeout
+        data = self._stream.read(limit, timeout)
+        while data and len(data) < min(size, limit):
+            remaining = deadline - time.monotonic()
+            more = self._stream.read(limit - len(data), remaining) if remaining > 0 else b""
+            if not more:
+                break
+            data += more
+        if self.watcher is not None and data:
+            self.watcher.feed(data)
+            if self.watcher.crash is not None:
+                crash = self._stream.settle_crash(self.watcher)
+                self.watcher = ConsoleWatcher()
+                raise crash
+        if not data:
+            raise TIMEOUT(f"Timeout of {timeout:.2f} seconds exceeded on com1 of {self.port.host}")
+        return data
+
+    def _write(self, data: bytes) -> int:
+        assert self._recorder is not None
+        return self._recorder.write(data)
+
+    def __str__(self) -> str:
+        return f"Com1ConsoleDriver({self.target.name})"
