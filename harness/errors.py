@@ -21,5 +21,8 @@ class InfrastructureError(HarnessError):
     """The lab broke (BMC, console, network, SSH), not the product."""
 
 
-class ProductFailure(HarnessError):
-    """Xen or its tools did not do what they promise."""
+class ProductFailure(HarnessError, AssertionError):
+    """Xen or its tools did not do what they promise.
+
+    An AssertionError, so that pytest and allure report it as `failed`, while every
+    other exception (InfrastructureError included) is reported as `broken`."""

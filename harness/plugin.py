@@ -1,21 +1,225 @@
-"""The pytest plugin: options, markers and fixtures of the harness, all in one place."""
+"""The pytest plugin: options, markers, fixtures and reports of the harness, in one place.
+
+Options: --lab, --build, --hosts, --run-id (see `pytest --help`, group xen-hil).
+Fixtures, each built on the one before:
+  lab        the validated lab file
+  xenhil     the run: its id, its reports directory, every selected host with com1
+             recording from session start to end
+  build      the Xen build under test (--build, else the lab's default_build)
+  xen_host   one host booted into the build (tests using it run once per host)
+Markers: area(name), bug(ref, ...), needs(capability).
+Per test, attached to the allure report: the com1 slice of every host, the transcript
+of every command, the boot timeline. Product failures are `failed`, lab breakage is
+`broken` (allure's rule: AssertionError fails, anything else breaks).
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import allure
 import pytest
+from labgrid import Environment
 
+from . import drivers  # noqa: F401  (registers our labgrid resources and drivers)
+from .build import XenBuild, load_build
+from .errors import ConfigError, InfrastructureError
+from .host import Host
 from .lab import DEFAULT_LAB, Lab, load_lab
+from .paths import expand
+from .remote import Transcript
+
+log = logging.getLogger(__name__)
+
+MARKERS = {
+    "area(name)": "scenario area: boot, guests, networking, storage, migration, supportconfig",
+    "bug(ref, ...)": "bug references reproduced or guarded by the test (bsc#, boo#, ...)",
+    "needs(capability)": "hardware the test needs (e.g. fc_hba); skipped where missing",
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xenhil", "xen-hil: Xen hardware-in-the-loop")
     group.addoption("--lab", type=Path, default=DEFAULT_LAB,
                     help="lab file (default: labs/vlab.yaml)")
+    group.addoption("--build", default=None,
+                    help="Xen build under test: a directory of .deb or .rpm files "
+                         "(default: the lab file's xenhil.default_build)")
+    group.addoption("--hosts", default=None,
+                    help="comma-separated hosts of the lab to use (default: all)")
+    group.addoption("--run-id", default=None,
+                    help="name of this run's reports directory (default: a timestamp)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: {text}")
+
+
+@dataclass
+class XenhilRun:
+    """One run: its reports directory and its hosts."""
+
+    lab: Lab
+    run_id: str
+    reports: Path
+    hosts: dict[str, Host] = field(default_factory=dict)
+
+    @property
+    def com1_dir(self) -> Path:
+        return self.reports / "com1"
+
+
+def default_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 @pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest) -> Lab:
     """The validated lab file given with --lab."""
     return load_lab(request.config.getoption("--lab"))
+
+
+@pytest.fixture(scope="session")
+def xenhil(request: pytest.FixtureRequest, lab: Lab) -> Iterator[XenhilRun]:
+    """The run: every selected host, its com1 recorded from now until the session ends."""
+    run_id = request.config.getoption("--run-id") or default_run_id()
+    run = XenhilRun(lab, run_id, lab.reports_dir / run_id)
+    run.com1_dir.mkdir(parents=True, exist_ok=True)
+    selected = request.config.getoption("--hosts")
+    environment = Environment(str(lab.path))
+    try:
+        for spec in lab.select(selected.split(",") if selected else None):
+            target = environment.get_target(spec.name)
+            if target is None:
+                raise ConfigError(f"{lab.path}: no labgrid target {spec.name}")
+            host = Host(lab, spec, target, run.com1_dir / f"{spec.name}.log")
+            host.start()
+            run.hosts[spec.name] = host
+        yield run
+    finally:
+        for host in run.hosts.values():
+            host.close()
+        environment.cleanup()
+
+
+@pytest.fixture(scope="session")
+def build(request: pytest.FixtureRequest, lab: Lab) -> XenBuild:
+    source = request.config.getoption("--build") or lab.options.get("default_build")
+    if not source:
+        raise ConfigError("no build given: pass --build DIR (a directory of .deb or .rpm "
+                          f"files) or set xenhil.default_build in {lab.path}")
+    return load_build(expand(str(source)))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that uses `xen_host` runs once for every selected host."""
+    if "xen_host" in metafunc.fixturenames:
+        lab = load_lab(metafunc.config.getoption("--lab"), check_files=False)
+        selected = metafunc.config.getoption("--hosts")
+        names = [spec.name for spec in lab.select(selected.split(",") if selected else None)]
+        metafunc.parametrize("xen_host", names, indirect=True, scope="session")
+
+
+class BootedHosts:
+    """Installs and boots the build on a host the first time a test asks for it."""
+
+    def __init__(self, run: XenhilRun, build: XenBuild) -> None:
+        self.run = run
+        self.build = build
+
+    def get(self, name: str) -> Host:
+        host = self.run.hosts[name]
+        if host.booted is None or host.booted.build != self.build:
+            with allure.step(f"install {self.build.label} on {name} and boot it"):
+                host.boot_build(self.build)
+        elif host.needs_recovery:
+            with allure.step(f"recover {name}: power cycle into Xen"):
+                host.power_cycle_to_shell(expect_xen=True)
+        return host
+
+
+@pytest.fixture(scope="session")
+def booted_hosts(xenhil: XenhilRun, build: XenBuild) -> BootedHosts:
+    return BootedHosts(xenhil, build)
+
+
+@pytest.fixture
+def xen_host(request: pytest.FixtureRequest, booted_hosts: BootedHosts) -> Host:
+    """A host running the build under test: installed and booted once a session,
+    power cycled back into it when an earlier test left it crashed or broken."""
+    return booted_hosts.get(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _evidence(request: pytest.FixtureRequest) -> Generator[None, None, None]:
+    """Cut this test's com1 slice and transcript from every host; attach them."""
+    if "xenhil" not in request.fixturenames:
+        yield
+        return
+    run: XenhilRun = request.getfixturevalue("xenhil")
+    marks = {name: host.com1.mark() for name, host in run.hosts.items()}
+    transcripts = {name: Transcript() for name in run.hosts}
+    for name, host in run.hosts.items():
+        host.transcripts.append(transcripts[name])
+    _label(request, run)
+    try:
+        yield
+    finally:
+        for name, host in run.hosts.items():
+            host.transcripts.remove(transcripts[name])
+            if transcripts[name].entries:
+                allure.attach(transcripts[name].render(), name=f"{name} commands",
+                              attachment_type=allure.attachment_type.TEXT)
+            text = host.com1.text_since(marks[name])
+            if text:
+                allure.attach(text, name=f"{name} com1",
+                              attachment_type=allure.attachment_type.TEXT)
+            if host.booted is not None and host.strategy.timeline is not None:
+                allure.attach(host.strategy.timeline.render(), name=f"{name} boot timeline",
+                              attachment_type=allure.attachment_type.TEXT)
+
+
+def _label(request: pytest.FixtureRequest, run: XenhilRun) -> None:
+    allure.dynamic.label("lab", run.lab.name)
+    for marker in request.node.iter_markers("area"):
+        allure.dynamic.label("area", marker.args[0])
+        allure.dynamic.feature(marker.args[0])
+    for marker in request.node.iter_markers("bug"):
+        for ref in marker.args:
+            allure.dynamic.issue(ref, name=ref)
+    host_param = getattr(request.node, "callspec", None)
+    if host_param is not None and "xen_host" in host_param.params:
+        allure.dynamic.label("host", host_param.params["xen_host"])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[
+        None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when == "teardown" or not report.failed:
+        return
+    run = _run_of(item)
+    broken = call.excinfo is not None and call.excinfo.errisinstance(InfrastructureError)
+    item.user_properties.append(("xenhil_outcome", "broken" if broken else "failed"))
+    if run is None:
+        return
+    # A failure while Xen runs: make Xen dump its state to com1 before the slice is cut.
+    for host in run.hosts.values():
+        if host.booted is not None and host.com1.connected:
+            log.info("%s: sending Xen debug keys for the failure dump", host.name)
+            host.send_xen_debug_keys()
+            time.sleep(min(host.timeouts["debug_keys"], 5.0))
+
+
+def _run_of(item: pytest.Item) -> XenhilRun | None:
+    fixtures = getattr(item, "funcargs", {})
+    run = fixtures.get("xenhil")
+    return run if isinstance(run, XenhilRun) else None

@@ -1,0 +1,186 @@
+"""A lab host as scenarios see it: power, com1, SSH, and the Xen build on it.
+
+The labgrid target (from the lab file) gives the power driver; the host adds the com1
+recorder that runs for the whole session, an SSH connection whose every command lands
+in the current test's transcript, and the boot strategy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from labgrid import Target
+
+from .build import XenBuild
+from .com1 import Com1Recorder, Com1Stream
+from .console_watch import ConsoleWatcher
+from .errors import ProductFailure
+from .install import install_build
+from .lab import HostSpec, Lab
+from .remote import CommandResult, RemoteHost, SSHUnavailable, Transcript
+from .strategy import BootTimeline, Status, XenBootStrategy
+from .xl import parse_xl_info
+
+log = logging.getLogger(__name__)
+
+# osstest's dump: Ctrl-A three times switches the serial input from dom0 to Xen.
+XEN_INPUT_SWITCH = b"\x01\x01\x01"
+XEN_DEBUG_KEYS = "0HMQacdegimnrstuvz"
+
+
+class WrongXenBooted(ProductFailure):
+    """The host booted, but not the Xen version of the build under test."""
+
+
+@dataclass(frozen=True)
+class BootedXen:
+    """What a boot into a build showed: versions from com1 and from `xl info`."""
+
+    build: XenBuild
+    console_version: str
+    xl_info: dict[str, str]
+    timeline: BootTimeline
+
+    @property
+    def xen_version(self) -> str:
+        return self.xl_info.get("xen_version", "")
+
+    @property
+    def dom0_kernel(self) -> str:
+        return self.xl_info.get("release", "")
+
+
+class Host:
+    def __init__(self, lab: Lab, spec: HostSpec, target: Target, com1_log: Path) -> None:
+        self.lab = lab
+        self.spec = spec
+        self.name = spec.name
+        self.target = target
+        self.timeouts = lab.timeouts(spec)
+        self.com1 = Com1Recorder(spec.com1.address, spec.com1.port, com1_log, name=spec.name)
+        self.transcripts: list[Transcript] = []
+        self.remote = RemoteHost(spec.name, spec.ssh, on_command=self._record)
+        # Fed continuously from com1 by a thread of its own, so that any wait of any
+        # test fails at once when the host crashes. Replaced at every power-on.
+        self.watcher = ConsoleWatcher()
+        self._watch_lock = threading.Lock()
+        self._watch_thread: threading.Thread | None = None
+        self._watch_stop = threading.Event()
+        self.strategy = XenBootStrategy(target, "xen-boot")  # type: ignore[call-arg]
+        self.strategy.host = self
+        self.booted: BootedXen | None = None
+
+    @property
+    def needs_recovery(self) -> bool:
+        """An earlier boot or test left the host crashed or its strategy broken."""
+        return self.strategy.broken is not None or self.watcher.crash is not None
+
+    def _record(self, result: CommandResult) -> None:
+        for transcript in self.transcripts:
+            transcript.add(result)
+
+    def start(self) -> None:
+        """Start recording and watching com1; before anything powers the host on."""
+        self.com1.start()
+        stream = self.com1.subscribe()
+        self._watch_thread = threading.Thread(target=self._watch, args=(stream,),
+                                              name=f"com1-watch-{self.name}", daemon=True)
+        self._watch_thread.start()
+
+    def _watch(self, stream: Com1Stream) -> None:
+        with stream:
+            while not self._watch_stop.is_set():
+                try:
+                    data = stream.read(timeout=0.5)
+                except EOFError:
+                    return
+                if data:
+                    with self._watch_lock:
+                        self.watcher.feed(data)
+
+    def new_boot(self) -> None:
+        """Power-on: what the console showed before belongs to the previous boot."""
+        with self._watch_lock:
+            self.watcher = ConsoleWatcher()
+
+    def check_console(self) -> None:
+        """Raise ConsoleCrash if com1 showed a crash since this boot began."""
+        with self._watch_lock:
+            self.watcher.check(self.name)
+
+    def wait_for(self, what: str, condition: Callable[[], bool], timeout: float,
+                 interval: float = 1.0) -> float:
+        """Poll `condition` until true; fail at once if com1 shows a crash meanwhile.
+        Returns the seconds it took."""
+        start = time.monotonic()
+        while True:
+            self.check_console()
+            if condition():
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"{self.name}: {what} not within {timeout:.0f} s")
+            time.sleep(interval)
+
+    def close(self) -> None:
+        self._watch_stop.set()
+        self.remote.close()
+        self.com1.stop()
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout=5)
+
+    def run(self, command: str, *, timeout: float | None = None,
+            check: bool = True) -> CommandResult:
+        return self.remote.run(command, check=check,
+                               timeout=timeout or self.timeouts["command"])
+
+    def power_cycle_to_shell(self, *, expect_xen: bool) -> BootTimeline:
+        """Power cycle and wait for SSH; with expect_xen the Xen banner must show."""
+        self.strategy.recover()
+        self.strategy.expect_xen = expect_xen
+        self.strategy.transition(Status.ready)
+        assert self.strategy.timeline is not None
+        return self.strategy.timeline
+
+    def boot_build(self, build: XenBuild) -> BootedXen:
+        """Install `build` (booting the host first if needed), power cycle into it and
+        check that its Xen version is the one running."""
+        self.ensure_shell()
+        install_build(self.remote, self.spec, build, self.timeouts["package_install"])
+        timeline = self.power_cycle_to_shell(expect_xen=True)
+        console_version = timeline.seen.get("xen", "")
+        info = parse_xl_info(self.run("xl info").stdout)
+        booted = BootedXen(build, console_version, info, timeline)
+        expected = build.xen_version
+        if not booted.xen_version.startswith(expected) \
+                or not console_version.startswith(expected):
+            raise WrongXenBooted(
+                f"{self.name}: expected Xen {expected} from {build.label}, but com1 shows "
+                f"{console_version or 'no banner'} and xl info shows "
+                f"{booted.xen_version or 'nothing'}")
+        self.booted = booted
+        log.info("%s: Xen %s booted (%s), dom0 kernel %s", self.name, booted.xen_version,
+                 build.label, booted.dom0_kernel)
+        return booted
+
+    def ensure_shell(self) -> None:
+        """SSH must answer; a host that does not is power cycled into whatever it has."""
+        try:
+            self.remote.wait_ready(timeout=5, interval=1)
+        except SSHUnavailable:
+            log.info("%s: no SSH; power cycling it into its default boot entry", self.name)
+            self.power_cycle_to_shell(expect_xen=False)
+
+    def send_xen_debug_keys(self, keys: str = XEN_DEBUG_KEYS) -> None:
+        """Make Xen dump its state to com1 (osstest does this before fetching logs)."""
+        if not self.com1.connected:
+            return
+        self.com1.write(XEN_INPUT_SWITCH)
+        for key in keys:
+            self.com1.write(key.encode())
+            time.sleep(0.2)
+        self.com1.write(XEN_INPUT_SWITCH)

@@ -1,0 +1,123 @@
+"""Install a Xen build on a host and make it the next boot.
+
+Steps, each in the host's transcript: copy the packages, install them with the host's
+package manager, regenerate the GRUB configuration, pick the entry that boots this
+build's hypervisor (osstest's way: parse grub.cfg, set GRUB_DEFAULT to its path), set
+the Xen command line, regenerate again. Booting it and verifying the version is the
+strategy's job (harness.strategy).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+from dataclasses import dataclass
+
+from .build import XenBuild
+from .grubcfg import GrubEntry, find_xen_entry, parse_grub_cfg
+from .lab import HostSpec
+from .remote import RemoteHost
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR = "/var/tmp/xenhil-build"
+
+
+@dataclass(frozen=True)
+class Distro:
+    """What differs between the families a lab host can run."""
+
+    family: str
+    grub_cfg: str
+    regenerate_grub: str
+    grub_defaults_file: str
+
+    def install_packages(self, files: list[str], fmt: str) -> str:
+        quoted = " ".join(shlex.quote(f) for f in files)
+        if self.family == "debian":
+            # Local files only: hosts may have no package mirror. Downgrades are how a
+            # bisection goes back to an older build.
+            return ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades "
+                    "--no-install-recommends -o Dpkg::Options::=--force-confdef "
+                    f"-o Dpkg::Options::=--force-confold {quoted}")
+        return f"zypper --non-interactive install --oldpackage --allow-unsigned-rpm {quoted}"
+
+    def set_grub_defaults(self, entry: GrubEntry, xen_cmdline: str) -> str:
+        """Shell to make `entry` the default and give Xen its command line."""
+        settings = {"GRUB_DEFAULT": entry.default_path, "GRUB_CMDLINE_XEN_DEFAULT": xen_cmdline}
+        if self.family == "debian":
+            # A drop-in read after /etc/default/grub and Debian's own grub.d/xen.cfg.
+            body = "".join(f"{key}={shlex.quote(value)}\n" for key, value in settings.items())
+            header = "# Written by xen-hil: the Xen build under test boots by default.\n"
+            return (f"printf %s {shlex.quote(header + body)} > "
+                    f"{shlex.quote(self.grub_defaults_file)}")
+        # SUSE has no grub.d drop-ins: replace or append the lines in /etc/default/grub.
+        commands = []
+        for key, value in settings.items():
+            line = shlex.quote(f"{key}={shlex.quote(value)}")
+            commands.append(
+                f"(grep -q '^{key}=' /etc/default/grub && "
+                f"sed -i 's|^{key}=.*|'{line}'|' /etc/default/grub || "
+                f"echo {line} >> /etc/default/grub)")
+        return " && ".join(commands)
+
+
+DISTROS = {
+    "debian": Distro("debian", "/boot/grub/grub.cfg", "update-grub",
+                     "/etc/default/grub.d/zz-xenhil.cfg"),
+    "suse": Distro("suse", "/boot/grub2/grub.cfg",
+                   "grub2-mkconfig -o /boot/grub2/grub.cfg", "/etc/default/grub"),
+}
+
+
+def xen_cmdline(spec: HostSpec) -> str:
+    """The Xen command line every lab host boots with, plus the lab's extras."""
+    parts = ["console=com1", "com1=115200,8n1", "loglvl=all", "guest_loglvl=all",
+             f"dom0_mem={spec.dom0_mem}"]
+    if spec.xen_cmdline_extra:
+        parts.append(spec.xen_cmdline_extra)
+    return " ".join(parts)
+
+
+def hypervisor_image(build: XenBuild) -> str:
+    """The /boot/xen-*.gz file the build's hypervisor package installs."""
+    package = build.hypervisor
+    if package.format == "deb":
+        listing = subprocess.run(["dpkg-deb", "-c", str(package.path)], capture_output=True,
+                                 text=True, check=True).stdout
+        paths = [line.split()[-1].lstrip(".") for line in listing.splitlines()]
+    else:
+        paths = subprocess.run(["rpm", "-qlp", str(package.path)], capture_output=True,
+                               text=True, check=True).stdout.split()
+    images = [p for p in paths if p.startswith("/boot/xen-") and p.endswith(".gz")]
+    if not images:
+        raise ValueError(f"{package.path}: installs no /boot/xen-*.gz")
+    # SUSE ships xen-<full version>.gz plus shorter symlinks: the longest is the file.
+    return max(images, key=len)
+
+
+def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
+                  timeout: float) -> GrubEntry:
+    """Install `build` on the host and make its Xen entry the next boot; return the entry."""
+    distro = DISTROS[spec.family]
+    remote.run(f"rm -rf {STAGING_DIR} && mkdir -p {STAGING_DIR}")
+    files = []
+    for package in build.packages:
+        target = f"{STAGING_DIR}/{package.path.name}"
+        remote.put(package.path, target)
+        files.append(target)
+    log.info("%s: installing %s (%d packages)", spec.name, build.label, len(files))
+    remote.run(distro.install_packages(files, build.format), timeout=timeout)
+    remote.run(distro.regenerate_grub, timeout=timeout)
+    entries = parse_grub_cfg(remote.run(f"cat {distro.grub_cfg}").stdout)
+    entry = find_xen_entry(entries, hypervisor_image(build))
+    remote.run(distro.set_grub_defaults(entry, xen_cmdline(spec)))
+    remote.run(distro.regenerate_grub, timeout=timeout)
+    # The entry's id path must still exist after regeneration.
+    find_xen_entry(parse_grub_cfg(remote.run(f"cat {distro.grub_cfg}").stdout),
+                   hypervisor_image(build))
+    # The next step is a power cycle, not a clean reboot: nothing may stay in the cache.
+    remote.run(f"rm -rf {STAGING_DIR} && sync")
+    log.info("%s: next boot: %s", spec.name, entry.title)
+    return entry
