@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,10 @@ console = Console(stderr=True)
 
 EPILOG = """\
 examples:
+  xenhil run                        default profile on the virtual lab (what `make run` does)
+  xenhil run --build DIR --hosts vlab1 -- -k dmesg
+  xenhil lab check --lab labs/my-lab.yaml
+  xenhil console vlab1              live com1, read-only
   xenhil vlab build                 build the virtual lab's image and default Xen builds
   xenhil vlab up                    start the virtual lab's BMCs (hosts stay off)
   xenhil power vlab1 on             power a host on through its BMC
@@ -111,6 +116,88 @@ def cmd_power(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import PROFILES, run
+
+    if args.list_profiles:
+        for name, profile in PROFILES.items():
+            print(f"{name:<10} {profile.description} ({', '.join(profile.paths)})")
+        return 0
+    outcome = run(
+        args.lab,
+        profile=args.profile,
+        build=args.build,
+        hosts=args.hosts.split(",") if args.hosts else None,
+        run_id=args.run_id,
+        keep_up=args.keep_up,
+        extra_pytest_args=args.pytest_args,
+    )
+    tally = ", ".join(f"{count} {status}" for status, count in sorted(outcome.tally.items()))
+    console.rule("xen-hil run finished")
+    console.print(f"results : {tally or 'no tests ran'}")
+    console.print(f"report  : {outcome.html}")
+    console.print(f"com1    : {outcome.reports / 'com1'}")
+    console.print(f"junit   : {outcome.reports / 'junit.xml'}")
+    return outcome.exit_code
+
+
+def cmd_lab_check(args: argparse.Namespace) -> int:
+    """Validate the lab file, then reach every BMC, console and SSH endpoint."""
+    import socket
+
+    from .remote import RemoteHost
+
+    lab = _lab(args)
+    table = Table(title=f"lab {lab.name} ({lab.path}): file valid")
+    for column in ("host", "BMC", "com1", "SSH"):
+        table.add_column(column)
+    broken = False
+    for spec in lab.select(args.hosts.split(",") if args.hosts else None):
+        try:
+            power = "on" if IPMITool(spec.bmc, retries=1).power_status() else "off"
+            bmc = f"[green]answers[/], power {power}"
+        except HarnessError as error:
+            bmc, power, broken = f"[red]{error}[/]", "unknown", True
+        try:
+            with socket.create_connection((spec.com1.address, spec.com1.port), timeout=5):
+                com1 = f"[green]{spec.com1} accepts[/]"
+        except OSError as error:
+            # A virtual host's console only listens while its machine runs.
+            com1 = f"{spec.com1}: {error.strerror or error}"
+            broken = broken or power == "on"
+        try:
+            RemoteHost(spec.name, spec.ssh).run("true", timeout=15)
+            ssh = "[green]login works[/]"
+        except HarnessError as error:
+            ssh = str(error)
+            broken = broken or power == "on"
+        table.add_row(spec.name, bmc, com1, ssh)
+    Console().print(table)
+    return 1 if broken else 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """Show a host's com1 live; keyboard input goes to it only with --write."""
+    import select
+    import time
+
+    from .com1 import Com1Recorder
+
+    spec = _lab(args).host(args.host)
+    log_path = Path(args.log or f"console-{spec.name}-{int(time.time())}.log")
+    console.print(f"com1 of {spec.name} at {spec.com1} (recorded to {log_path}); "
+                  f"{'input goes to the host' if args.write else 'read-only'}; Ctrl-C ends")
+    with Com1Recorder(spec.com1.address, spec.com1.port, log_path, name=spec.name) as com1:
+        stream = com1.subscribe()
+        while True:
+            data = stream.read(timeout=0.2)
+            if data:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            if args.write and select.select([sys.stdin], [], [], 0)[0]:
+                com1.write(os.read(sys.stdin.fileno(), 1024))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xenhil",
@@ -138,6 +225,43 @@ def build_parser() -> argparse.ArgumentParser:
     vlab_commands.add_parser(
         "status", help="processes, ports and power state of each virtual host"
     ).set_defaults(func=cmd_vlab_status)
+
+    run = commands.add_parser(
+        "run", help="run a profile of scenarios against the lab and write reports",
+        description="Validates lab and build, checks every BMC answers, runs the profile's "
+                    "scenarios with pytest and writes reports/<run-id>/: index.html, "
+                    "junit.xml, allure-results/ and com1/<host>.log. On the virtual lab it "
+                    "builds and starts the lab first, and stops it afterwards.")
+    run.add_argument("--profile", default="default", help="scenario profile (default: "
+                     "%(default)s; see --list-profiles)")
+    run.add_argument("--list-profiles", action="store_true", help="list the profiles and exit")
+    run.add_argument("--build", help="Xen build under test: a directory of .deb or .rpm "
+                     "files (default: the lab's default_build)")
+    run.add_argument("--hosts", help="comma-separated hosts to use (default: all)")
+    run.add_argument("--run-id", help="reports directory name (default: a UTC timestamp)")
+    run.add_argument("--keep-up", action="store_true",
+                     help="leave the virtual lab running afterwards")
+    run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
+                     help="passed to pytest, e.g. -- -k dmesg")
+    run.set_defaults(func=cmd_run)
+
+    lab_commands = commands.add_parser("lab", help="the lab file").add_subparsers(
+        dest="lab_command", required=True, metavar="ACTION")
+    check = lab_commands.add_parser(
+        "check", help="validate the lab file and reach every BMC, console and SSH endpoint")
+    check.add_argument("--hosts", help="comma-separated hosts (default: all)")
+    check.set_defaults(func=cmd_lab_check)
+
+    console_parser = commands.add_parser(
+        "console", help="show a host's com1 live (read-only unless --write)",
+        description="Connects to the host's com1 port (it serves one client: not while a "
+                    "run records it; read reports/<run-id>/com1/<host>.log instead).")
+    console_parser.add_argument("host", help="host name from the lab file")
+    console_parser.add_argument("--write", action="store_true",
+                                help="send keyboard input to the console")
+    console_parser.add_argument("--log", help="also record to this file "
+                                "(default: console-<host>-<time>.log)")
+    console_parser.set_defaults(func=cmd_console)
 
     power = commands.add_parser("power", help="chassis power of one host, through its BMC")
     power.add_argument("host", help="host name from the lab file")

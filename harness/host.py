@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labgrid import Target
+from labgrid.strategy import StrategyError
 
 from .build import XenBuild
 from .com1 import Com1Recorder, Com1Stream
@@ -142,7 +143,15 @@ class Host:
         """Power cycle and wait for SSH; with expect_xen the Xen banner must show."""
         self.strategy.recover()
         self.strategy.expect_xen = expect_xen
-        self.strategy.transition(Status.ready)
+        try:
+            self.strategy.transition(Status.ready)
+        except StrategyError as error:
+            # labgrid wraps what broke the strategy (once per nested transition); its
+            # kind, product failure or lab breakage, is what the report needs.
+            cause: BaseException = error
+            while isinstance(cause, StrategyError) and cause.__cause__ is not None:
+                cause = cause.__cause__
+            raise cause from None
         assert self.strategy.timeline is not None
         return self.strategy.timeline
 
@@ -174,6 +183,11 @@ class Host:
         except SSHUnavailable:
             log.info("%s: no SSH; power cycling it into its default boot entry", self.name)
             self.power_cycle_to_shell(expect_xen=False)
+
+    def boot_console(self) -> str:
+        """com1 from the last power-on until now (the whole boot, timestamped)."""
+        mark = self.strategy.console_at_power_on
+        return self.com1.text_since(mark) if mark is not None else ""
 
     def send_xen_debug_keys(self, keys: str = XEN_DEBUG_KEYS) -> None:
         """Make Xen dump its state to com1 (osstest does this before fetching logs)."""

@@ -6,6 +6,7 @@ Fixtures, each built on the one before:
   xenhil     the run: its id, its reports directory, every selected host with com1
              recording from session start to end
   build      the Xen build under test (--build, else the lab's default_build)
+  lab_host   one host answering SSH, whatever it runs (tests run once per host)
   xen_host   one host booted into the build (tests using it run once per host)
 Markers: area(name), bug(ref, ...), needs(capability).
 Per test, attached to the allure report: the com1 slice of every host, the transcript
@@ -119,12 +120,13 @@ def build(request: pytest.FixtureRequest, lab: Lab) -> XenBuild:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that uses `xen_host` runs once for every selected host."""
-    if "xen_host" in metafunc.fixturenames:
-        lab = load_lab(metafunc.config.getoption("--lab"), check_files=False)
-        selected = metafunc.config.getoption("--hosts")
-        names = [spec.name for spec in lab.select(selected.split(",") if selected else None)]
-        metafunc.parametrize("xen_host", names, indirect=True, scope="session")
+    """A test that uses `xen_host` or `lab_host` runs once for every selected host."""
+    for fixture in ("xen_host", "lab_host"):
+        if fixture in metafunc.fixturenames:
+            lab = load_lab(metafunc.config.getoption("--lab"), check_files=False)
+            selected = metafunc.config.getoption("--hosts")
+            names = [spec.name for spec in lab.select(selected.split(",") if selected else None)]
+            metafunc.parametrize(fixture, names, indirect=True, scope="session")
 
 
 class BootedHosts:
@@ -148,6 +150,15 @@ class BootedHosts:
 @pytest.fixture(scope="session")
 def booted_hosts(xenhil: XenhilRun, build: XenBuild) -> BootedHosts:
     return BootedHosts(xenhil, build)
+
+
+@pytest.fixture
+def lab_host(request: pytest.FixtureRequest, xenhil: XenhilRun) -> Host:
+    """A host that answers SSH, booted into whatever it has (power cycled if it does
+    not answer): for scenarios that install builds themselves."""
+    host = xenhil.hosts[request.param]
+    host.ensure_shell()
+    return host
 
 
 @pytest.fixture

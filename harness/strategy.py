@@ -23,7 +23,7 @@ from labgrid.factory import target_factory
 from labgrid.step import step
 from labgrid.strategy import Strategy, never_retry
 
-from .com1 import Com1Timeout
+from .com1 import Com1Mark, Com1Timeout
 from .console_watch import ConsoleCrash, ConsoleWatcher
 from .errors import InfrastructureError, ProductFailure
 from .remote import SSHUnavailable
@@ -106,6 +106,7 @@ class XenBootStrategy(Strategy):
         self.expect_xen = True
         self.timeline: BootTimeline | None = None
         self._power_on_at = 0.0  # monotonic time of the last power-on
+        self.console_at_power_on: Com1Mark | None = None
 
     def _host(self) -> Host:
         assert self.host is not None, "XenBootStrategy.host is not set"
@@ -144,6 +145,7 @@ class XenBootStrategy(Strategy):
         host.new_boot()
         watcher = ConsoleWatcher()
         with host.com1.subscribe() as stream:
+            self.console_at_power_on = host.com1.mark()
             start = self._power_on_at = time.monotonic()
             self.power.cycle()
             timeline.started = time.time()

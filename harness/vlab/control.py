@@ -80,7 +80,7 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int, expected: str) -> bool:
+def process_alive(pid: int, expected: str) -> bool:
     """True if `pid` runs and is the program we started (PIDs get reused)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -92,15 +92,15 @@ def _alive(pid: int, expected: str) -> bool:
 
 def _stop(pid_file: Path, expected: str, what: str) -> None:
     pid = _read_pid(pid_file)
-    if pid is not None and _alive(pid, expected):
+    if pid is not None and process_alive(pid, expected):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5
-        while _alive(pid, expected) and time.monotonic() < deadline:
+        while process_alive(pid, expected) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid, expected):
+        if process_alive(pid, expected):
             log.warning("%s (PID %d) ignored SIGTERM; killing it", what, pid)
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid, expected):
+            while process_alive(pid, expected):
                 time.sleep(0.05)
         _reap(pid)
         log.info("stopped %s (PID %d)", what, pid)
@@ -113,7 +113,7 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _port_in_use(address: str, port: int, protocol: str) -> bool:
+def port_in_use(address: str, port: int, protocol: str) -> bool:
     kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as probe:
         # REUSEADDR: a TIME_WAIT left by a closed client is not a listener.
@@ -123,6 +123,19 @@ def _port_in_use(address: str, port: int, protocol: str) -> bool:
         except OSError:
             return True
     return False
+
+
+def _identity(image: Path) -> str:
+    """Which base image, exactly: a rebuild replaces the file (new inode, new mtime)."""
+    stat = image.stat()
+    return f"{image} {stat.st_ino} {stat.st_mtime_ns}\n"
+
+
+def _base_of(host: VirtualHost) -> str:
+    try:
+        return (host.run_dir / "base-image").read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def _ensure_bmc_password() -> str:
@@ -150,10 +163,10 @@ class HostStatus:
 
 def host_status(host: VirtualHost) -> HostStatus:
     bmc_pid = _read_pid(host.bmc_pid_file)
-    if bmc_pid is not None and not _alive(bmc_pid, "ipmi_sim"):
+    if bmc_pid is not None and not process_alive(bmc_pid, "ipmi_sim"):
         bmc_pid = None
     qemu_pid = _read_pid(host.qemu_pid_file)
-    if qemu_pid is not None and not _alive(qemu_pid, "qemu-system"):
+    if qemu_pid is not None and not process_alive(qemu_pid, "qemu-system"):
         qemu_pid = None
     power = "BMC not running"
     if bmc_pid is not None:
@@ -174,6 +187,10 @@ def up(lab: Lab, image: Path) -> list[HostStatus]:
     statuses = []
     for host in virtual_hosts(lab):
         status = host_status(host)
+        if status.bmc_running and _base_of(host) != _identity(image):
+            # An overlay on a rebuilt base image would show the guest a corrupt disk.
+            raise VlabError(f"{host.name} runs on an overlay of an older base image than "
+                            f"{image}: run `xenhil vlab down`, then start it again")
         if status.bmc_running:
             log.info("%s: BMC already running (PID %s), power %s", host.name,
                      status.bmc_pid, status.power)
@@ -188,7 +205,7 @@ def _start_host(host: VirtualHost, password: str, image: Path) -> None:
     # A QEMU left over from a BMC that died: stop it before reusing its ports.
     _stop(host.qemu_pid_file, "qemu-system", f"{host.name} QEMU")
     busy = [f"{address}:{port}/{protocol}" for address, port, protocol
-            in host.listening_ports() if _port_in_use(address, port, protocol)]
+            in host.listening_ports() if port_in_use(address, port, protocol)]
     if busy:
         raise VlabError(f"{host.name}: cannot start, already in use by another process: "
                         f"{', '.join(busy)}")
@@ -198,6 +215,7 @@ def _start_host(host: VirtualHost, password: str, image: Path) -> None:
     host.run_dir.chmod(0o700)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
                     "-b", str(image), str(host.overlay)], check=True)
+    (host.run_dir / "base-image").write_text(_identity(image))
     host.start_script.write_text(host.power_on_script())
     host.start_script.chmod(0o700)
     config = host.run_dir / "lan.conf"
@@ -239,9 +257,15 @@ def down(lab: Lab) -> None:
         # QEMU first: with the BMC gone nobody else would stop it.
         _stop(host.qemu_pid_file, "qemu-system", f"{host.name} QEMU")
         _stop(host.bmc_pid_file, "ipmi_sim", f"{host.name} BMC")
-    left = [f"{host.name} {address}:{port}/{protocol}" for host in hosts
-            for address, port, protocol in host.listening_ports()
-            if _port_in_use(address, port, protocol)]
+    # A killed process's sockets can take a moment to be released.
+    deadline = time.monotonic() + 5
+    while True:
+        left = [f"{host.name} {address}:{port}/{protocol}" for host in hosts
+                for address, port, protocol in host.listening_ports()
+                if port_in_use(address, port, protocol)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     if left:
         raise VlabError("after stopping the virtual lab these ports are still in use: "
                         + ", ".join(left))

@@ -33,7 +33,7 @@ def test_vlab_lab_file_loads_with_both_hosts(monkeypatch: pytest.MonkeyPatch) ->
     assert vlab2.ssh.key_file == Path("/var/cache/xh/vlab/keys/id_ed25519")
     assert vlab2.link_address == "198.51.100.12"
     assert lab.timeout_factor == 3.0
-    assert lab.reports_dir == PROJECT_ROOT / "labs" / "reports"
+    assert lab.reports_dir.resolve() == PROJECT_ROOT / "reports"
 
 
 def test_example_lab_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:

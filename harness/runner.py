@@ -1,0 +1,119 @@
+"""`xenhil run`: a profile of scenarios against a lab, with reports.
+
+Before anything touches a host: the lab file is validated, the build is read, every
+selected host's BMC must answer. For the virtual lab the images are built (cached) and
+the BMCs started, and stopped again at the end unless --keep-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .build import load_build
+from .errors import ConfigError, InfrastructureError
+from .ipmi import BMCError, IPMITool
+from .lab import Lab, load_lab
+from .paths import PROJECT_ROOT, cache_dir, expand
+from .plugin import default_run_id
+from .report import counts, read_results, write_html
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Profile:
+    paths: tuple[str, ...]
+    description: str
+
+
+PROFILES = {
+    "default": Profile(("testsuites",), "every scenario the virtual lab can run (make run)"),
+    "boot": Profile(("testsuites/boot",), "boot scenarios only: install, boot, verify"),
+}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    exit_code: int
+    reports: Path
+    html: Path
+    tally: dict[str, int]
+
+
+def _start_vlab(lab_path: Path) -> bool:
+    """Build (cached) and start the virtual lab; True if it was not running before."""
+    from .vlab import control
+    from .vlab.builds import fetch_builds
+    from .vlab.image import build_image
+
+    lab = load_lab(lab_path, check_files=False)
+    was_down = not any(control.host_status(host).bmc_running
+                       for host in control.virtual_hosts(lab))
+    image = build_image(cache_dir())
+    fetch_builds(cache_dir(), image)
+    control.up(lab, image.disk)
+    return was_down
+
+
+def preflight(lab: Lab, hosts: list[str] | None) -> None:
+    """Every selected host's BMC answers; otherwise nothing runs."""
+    problems = []
+    for spec in lab.select(hosts):
+        try:
+            IPMITool(spec.bmc, retries=2, retry_delay=1.0).power_status()
+        except BMCError as error:
+            problems.append(str(error))
+    if problems:
+        raise InfrastructureError("lab not usable, nothing was run:\n  " + "\n  ".join(problems))
+
+
+def run(
+    lab_path: Path,
+    *,
+    profile: str = "default",
+    build: str | None = None,
+    hosts: list[str] | None = None,
+    run_id: str | None = None,
+    keep_up: bool = False,
+    extra_pytest_args: list[str] | None = None,
+) -> RunOutcome:
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    virtual = "vlab" in load_lab(lab_path, check_files=False).options
+    started_vlab = virtual and _start_vlab(lab_path)
+    try:
+        lab = load_lab(lab_path)
+        selected = lab.select(hosts)  # unknown host names fail here
+        build_source = build or lab.options.get("default_build")
+        if build_source:
+            load_build(expand(build_source))  # a missing or bad build fails here
+        preflight(lab, hosts)
+        run_id = run_id or default_run_id()
+        reports = lab.reports_dir / run_id
+        reports.mkdir(parents=True, exist_ok=True)
+        args = [
+            *(str(PROJECT_ROOT / path) for path in PROFILES[profile].paths),
+            "--rootdir", str(PROJECT_ROOT), "-p", "no:cacheprovider",
+            "--lab", str(lab_path), "--run-id", run_id,
+            "--hosts", ",".join(spec.name for spec in selected),
+            "--alluredir", str(reports / "allure-results"),
+            "--junitxml", str(reports / "junit.xml"),
+            "-o", "log_cli=true", "--log-cli-level=INFO", "-v",
+            *(["--build", build] if build else []),
+            *(extra_pytest_args or []),
+        ]
+        log.info("run %s: profile %s on %s; reports in %s", run_id, profile,
+                 ", ".join(spec.name for spec in selected), reports)
+        exit_code = int(pytest.main(args))
+    finally:
+        if started_vlab and not keep_up:
+            from .vlab import control
+
+            control.down(load_lab(lab_path, check_files=False))
+    results = read_results(reports / "allure-results")
+    html = write_html(reports, f"xen-hil run {run_id} ({profile}, lab {lab.name})", results)
+    return RunOutcome(exit_code, reports, html, dict(counts(results)))

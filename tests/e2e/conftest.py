@@ -1,0 +1,62 @@
+"""End-to-end tests against the real virtual lab: QEMU, ipmi_sim, ipmitool, sshd, Xen.
+
+They need root and the lab's images (`make test` builds them first). The lab's ports
+are fixed, so a virtual lab that is already running would be disturbed: the tests
+refuse to start then, saying how to stop it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.lab import DEFAULT_LAB, Lab, load_lab
+from harness.paths import cache_dir
+from harness.vlab import control
+from harness.vlab.builds import fetch_builds
+from harness.vlab.image import Image, build_image
+
+
+@pytest.fixture(scope="session")
+def vlab_image() -> Image:
+    if os.geteuid() != 0:
+        pytest.fail("the end-to-end tests need root (QEMU images, loop-free disk build)")
+    image = build_image(cache_dir())
+    fetch_builds(cache_dir(), image)
+    return image
+
+
+def assert_vlab_down(lab: Lab) -> None:
+    running = [h.name for h in control.virtual_hosts(lab) if control.host_status(h).bmc_running]
+    if running:
+        pytest.fail(f"the virtual lab is already up ({', '.join(running)}); the tests need "
+                    "its ports: run `.venv/bin/xenhil vlab down` first")
+
+
+@pytest.fixture
+def vlab(vlab_image: Image) -> Iterator[Lab]:
+    """The virtual lab, up (hosts off) for one test, and down afterwards whatever happens."""
+    lab = load_lab(DEFAULT_LAB, check_files=False)
+    assert_vlab_down(lab)
+    try:
+        control.up(lab, vlab_image.disk)
+        yield load_lab(DEFAULT_LAB)
+    finally:
+        control.down(lab)
+
+
+@pytest.fixture
+def vlab_stopped(vlab_image: Image) -> Lab:
+    """The virtual lab's lab file, with nothing of the lab running (for `xenhil run`,
+    which starts and stops the lab itself)."""
+    lab = load_lab(DEFAULT_LAB, check_files=False)
+    assert_vlab_down(lab)
+    return lab
+
+
+def qemu_com1_log(lab: Lab, host: str) -> Path:
+    run_dir = next(h.run_dir for h in control.virtual_hosts(lab) if h.name == host)
+    return run_dir / "com1-qemu.log"
