@@ -140,7 +140,7 @@ class _Checker:
         except UnknownVariable as unknown:
             raise self.fail(where, f"refers to ${{{unknown.args[0]}}}, which is not set") from None
         if not path.is_absolute():
-            path = self.path.parent / path
+            path = (self.path.parent / path).resolve()
         if must_exist and not path.exists():
             raise self.fail(where, f"{path} does not exist")
         return path

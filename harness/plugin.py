@@ -205,9 +205,11 @@ def _label(request: pytest.FixtureRequest, run: XenhilRun) -> None:
     for marker in request.node.iter_markers("bug"):
         for ref in marker.args:
             allure.dynamic.issue(ref, name=ref)
-    host_param = getattr(request.node, "callspec", None)
-    if host_param is not None and "xen_host" in host_param.params:
-        allure.dynamic.label("host", host_param.params["xen_host"])
+    # allure's own "host" label names the machine pytest runs on; ours is the lab host.
+    callspec = getattr(request.node, "callspec", None)
+    for fixture in ("xen_host", "lab_host"):
+        if callspec is not None and fixture in callspec.params:
+            allure.dynamic.label("lab_host", callspec.params[fixture])
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -39,10 +39,11 @@ def read_results(allure_dir: Path) -> list[TestResult]:
             attachments += [(a["name"], a["source"]) for a in step.get("attachments", [])]
         results.append(TestResult(
             name=data.get("name", "?"),
-            full_name=data.get("fullName", data.get("name", "?")),
+            # fullName has the module but not the parameters; name has the parameters.
+            full_name=data.get("fullName", "?").split("#")[0] + "::" + data.get("name", "?"),
             status=data.get("status", "unknown"),
             duration_s=(data.get("stop", 0) - data.get("start", 0)) / 1000,
-            host=labels.get("host", ""),
+            host=labels.get("lab_host", ""),
             message=(details.get("message") or "").strip(),
             attachments=tuple(attachments),
         ))

@@ -97,7 +97,8 @@ def run(
         reports.mkdir(parents=True, exist_ok=True)
         args = [
             *(str(PROJECT_ROOT / path) for path in PROFILES[profile].paths),
-            "--rootdir", str(PROJECT_ROOT), "-p", "no:cacheprovider",
+            # labgrid's own pytest plugin is not used: our plugin builds the targets.
+            "--rootdir", str(PROJECT_ROOT), "-p", "no:cacheprovider", "-p", "no:labgrid",
             "--lab", str(lab_path), "--run-id", run_id,
             "--hosts", ",".join(spec.name for spec in selected),
             "--alluredir", str(reports / "allure-results"),

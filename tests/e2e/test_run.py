@@ -66,7 +66,7 @@ def test_make_run_default_profile(vlab_stopped: Lab) -> None:
     assert {r["status"] for r in boot_tests.values()} == {"passed"}
     version_test = results["test_expected_xen_version_booted[vlab1]"]
     labels = {label["name"]: label["value"] for label in version_test["labels"]}
-    assert labels["xen_version"] == "4.17.7" and labels["host"] == "vlab1"
+    assert labels["xen_version"] == "4.17.7" and labels["lab_host"] == "vlab1"
     assert "Xen version 4.17.7" in attachment(reports, version_test, "vlab1 com1") or \
         "Xen version 4.17.7" in (reports / "com1" / "vlab1.log").read_text()
 

@@ -76,7 +76,7 @@ class ConsoleServer:
         except OSError:
             return b""
 
-    def _wait(self, predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    def _wait(self, predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         with self._cond:
             if not self._cond.wait_for(predicate, timeout):
                 raise AssertionError(f"console server: timed out waiting for {what}")
@@ -124,7 +124,7 @@ class ConsoleServer:
         self._listener.close()
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
