@@ -21,7 +21,8 @@ from .ipmi import IPMITool
 from .lab import DEFAULT_LAB, Lab, load_lab
 from .paths import cache_dir
 
-console = Console(stderr=True)
+# soft_wrap: long paths and error messages stay on one line (copyable, greppable).
+console = Console(stderr=True, soft_wrap=True)
 
 EPILOG = """\
 examples:

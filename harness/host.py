@@ -141,6 +141,7 @@ class Host:
 
     def power_cycle_to_shell(self, *, expect_xen: bool) -> BootTimeline:
         """Power cycle and wait for SSH; with expect_xen the Xen banner must show."""
+        self.remote.close()  # the connection cannot survive the power cycle
         self.strategy.recover()
         self.strategy.expect_xen = expect_xen
         try:

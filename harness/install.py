@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 
 from .build import XenBuild
-from .grubcfg import GrubEntry, find_xen_entry, parse_grub_cfg
+from .grubcfg import GrubEntry, GrubEntryNotFound, find_xen_entry, parse_grub_cfg
 from .lab import HostSpec
 from .remote import RemoteHost
 
@@ -43,9 +43,8 @@ class Distro:
                     f"-o Dpkg::Options::=--force-confold {quoted}")
         return f"zypper --non-interactive install --oldpackage --allow-unsigned-rpm {quoted}"
 
-    def set_grub_defaults(self, entry: GrubEntry, xen_cmdline: str) -> str:
-        """Shell to make `entry` the default and give Xen its command line."""
-        settings = {"GRUB_DEFAULT": entry.default_path, "GRUB_CMDLINE_XEN_DEFAULT": xen_cmdline}
+    def grub_settings(self, settings: dict[str, str]) -> str:
+        """Shell that sets these /etc/default/grub variables (GRUB_DEFAULT, ...)."""
         if self.family == "debian":
             # A drop-in read after /etc/default/grub and Debian's own grub.d/xen.cfg.
             body = "".join(f"{key}={shlex.quote(value)}\n" for key, value in settings.items())
@@ -97,6 +96,10 @@ def hypervisor_image(build: XenBuild) -> str:
     return max(images, key=len)
 
 
+def _grub_entries(remote: RemoteHost, distro: Distro) -> list[GrubEntry]:
+    return parse_grub_cfg(remote.run(f"cat {distro.grub_cfg}").stdout)
+
+
 def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
                   timeout: float) -> GrubEntry:
     """Install `build` on the host and make its Xen entry the next boot; return the entry."""
@@ -107,16 +110,22 @@ def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
         target = f"{STAGING_DIR}/{package.path.name}"
         remote.put(package.path, target)
         files.append(target)
+    cmdline = {"GRUB_CMDLINE_XEN_DEFAULT": xen_cmdline(spec)}
+    # Set before installing: where the package regenerates grub.cfg itself (Debian's
+    # does), that run already has the command line, and one regeneration is saved.
+    remote.run(distro.grub_settings(cmdline))
     log.info("%s: installing %s (%d packages)", spec.name, build.label, len(files))
     remote.run(distro.install_packages(files, build.format), timeout=timeout)
-    remote.run(distro.regenerate_grub, timeout=timeout)
-    entries = parse_grub_cfg(remote.run(f"cat {distro.grub_cfg}").stdout)
-    entry = find_xen_entry(entries, hypervisor_image(build))
-    remote.run(distro.set_grub_defaults(entry, xen_cmdline(spec)))
+    hypervisor = hypervisor_image(build)
+    try:
+        entry = find_xen_entry(_grub_entries(remote, distro), hypervisor)
+    except GrubEntryNotFound:
+        remote.run(distro.regenerate_grub, timeout=timeout)
+        entry = find_xen_entry(_grub_entries(remote, distro), hypervisor)
+    remote.run(distro.grub_settings({"GRUB_DEFAULT": entry.default_path, **cmdline}))
     remote.run(distro.regenerate_grub, timeout=timeout)
     # The entry's id path must still exist after regeneration.
-    find_xen_entry(parse_grub_cfg(remote.run(f"cat {distro.grub_cfg}").stdout),
-                   hypervisor_image(build))
+    find_xen_entry(_grub_entries(remote, distro), hypervisor)
     # The next step is a power cycle, not a clean reboot: nothing may stay in the cache.
     remote.run(f"rm -rf {STAGING_DIR} && sync")
     log.info("%s: next boot: %s", spec.name, entry.title)

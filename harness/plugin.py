@@ -30,7 +30,8 @@ from labgrid import Environment
 
 from . import drivers  # noqa: F401  (registers our labgrid resources and drivers)
 from .build import XenBuild, load_build
-from .errors import ConfigError, InfrastructureError
+from .com1 import Com1Mark
+from .errors import ConfigError
 from .host import Host
 from .lab import DEFAULT_LAB, Lab, load_lab
 from .paths import expand
@@ -168,33 +169,50 @@ def xen_host(request: pytest.FixtureRequest, booted_hosts: BootedHosts) -> Host:
     return booted_hosts.get(request.param)
 
 
-@pytest.fixture(autouse=True)
-def _evidence(request: pytest.FixtureRequest) -> Generator[None, None, None]:
-    """Cut this test's com1 slice and transcript from every host; attach them."""
-    if "xenhil" not in request.fixturenames:
-        yield
-        return
-    run: XenhilRun = request.getfixturevalue("xenhil")
-    marks = {name: host.com1.mark() for name, host in run.hosts.items()}
-    transcripts = {name: Transcript() for name in run.hosts}
-    for name, host in run.hosts.items():
-        host.transcripts.append(transcripts[name])
-    _label(request, run)
-    try:
-        yield
-    finally:
-        for name, host in run.hosts.items():
-            host.transcripts.remove(transcripts[name])
-            if transcripts[name].entries:
-                allure.attach(transcripts[name].render(), name=f"{name} commands",
+@dataclass
+class Evidence:
+    """Where each host's com1 and transcript stood when a test began."""
+
+    run: XenhilRun
+    marks: dict[str, Com1Mark]
+    transcripts: dict[str, Transcript]
+
+    def attach(self) -> None:
+        for name, host in self.run.hosts.items():
+            if self.transcripts[name].entries:
+                allure.attach(self.transcripts[name].render(), name=f"{name} commands",
                               attachment_type=allure.attachment_type.TEXT)
-            text = host.com1.text_since(marks[name])
+            text = host.com1.text_since(self.marks[name])
             if text:
                 allure.attach(text, name=f"{name} com1",
                               attachment_type=allure.attachment_type.TEXT)
             if host.booted is not None and host.strategy.timeline is not None:
                 allure.attach(host.strategy.timeline.render(), name=f"{name} boot timeline",
                               attachment_type=allure.attachment_type.TEXT)
+
+
+EVIDENCE = pytest.StashKey[Evidence]()
+
+
+@pytest.fixture(autouse=True)
+def _evidence(request: pytest.FixtureRequest) -> Generator[None, None, None]:
+    """Note where every host's com1 and transcript stand as the test begins (the
+    report hook below attaches what came since to the test's own result)."""
+    if "xenhil" not in request.fixturenames:
+        yield
+        return
+    run: XenhilRun = request.getfixturevalue("xenhil")
+    evidence = Evidence(run, {name: host.com1.mark() for name, host in run.hosts.items()},
+                        {name: Transcript() for name in run.hosts})
+    request.node.stash[EVIDENCE] = evidence
+    for name, host in run.hosts.items():
+        host.transcripts.append(evidence.transcripts[name])
+    _label(request, run)
+    try:
+        yield
+    finally:
+        for name, host in run.hosts.items():
+            host.transcripts.remove(evidence.transcripts[name])
 
 
 def _label(request: pytest.FixtureRequest, run: XenhilRun) -> None:
@@ -215,24 +233,26 @@ def _label(request: pytest.FixtureRequest, run: XenhilRun) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[
         None, Any, None]:
+    """After the test body (or a failed setup, e.g. a boot): on failure make Xen dump its
+    state to com1, then attach the evidence to the test's result. (Attached from a
+    fixture's teardown, allure would file it under the fixture, not the test.)"""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    if report.when == "teardown" or not report.failed:
+    evidence = item.stash.get(EVIDENCE, None)
+    if report.when == "teardown" or (report.when == "setup" and report.passed):
         return
-    run = _run_of(item)
-    broken = call.excinfo is not None and call.excinfo.errisinstance(InfrastructureError)
-    item.user_properties.append(("xenhil_outcome", "broken" if broken else "failed"))
-    if run is None:
-        return
-    # A failure while Xen runs: make Xen dump its state to com1 before the slice is cut.
+    if report.failed:
+        broken = call.excinfo is not None and not call.excinfo.errisinstance(AssertionError)
+        item.user_properties.append(("xenhil_outcome", "broken" if broken else "failed"))
+        if evidence is not None:
+            _dump_xen_state(evidence.run)
+    if evidence is not None:
+        evidence.attach()
+
+
+def _dump_xen_state(run: XenhilRun) -> None:
     for host in run.hosts.values():
         if host.booted is not None and host.com1.connected:
             log.info("%s: sending Xen debug keys for the failure dump", host.name)
             host.send_xen_debug_keys()
             time.sleep(min(host.timeouts["debug_keys"], 5.0))
-
-
-def _run_of(item: pytest.Item) -> XenhilRun | None:
-    fixtures = getattr(item, "funcargs", {})
-    run = fixtures.get("xenhil")
-    return run if isinstance(run, XenhilRun) else None

@@ -48,6 +48,10 @@ class CommandResult:
         return "\n".join(parts)
 
 
+def _describe(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
 class CommandFailed(HarnessError):
     """A command exited non-zero (or timed out) where success was required."""
 
@@ -127,7 +131,7 @@ class RemoteHost:
             client.close()
             raise SSHUnavailable(
                 f"{self.name}: cannot reach sshd at {endpoint.address}:{endpoint.port}: "
-                f"{error or type(error).__name__}") from None
+                f"{_describe(error)}") from None
         return client
 
     def client(self, timeout: float = 30.0) -> paramiko.SSHClient:
@@ -162,21 +166,30 @@ class RemoteHost:
             text = text.replace(secret, "********")
         return text
 
+    def _open_channel(self, command: str) -> paramiko.Channel:
+        """A session running `command`. A connection that went stale (the host was reset
+        under it) fails here, before the command ran: reconnect once and open again."""
+        for attempt in (1, 2):
+            try:
+                transport = self.client().get_transport()
+                assert transport is not None
+                channel = transport.open_session(timeout=30)
+                channel.exec_command(command)
+                return channel
+            except (OSError, paramiko.SSHException, EOFError) as error:
+                self.close()
+                if attempt == 2:
+                    raise SSHUnavailable(f"{self.name}: SSH session failed for `{command}`: "
+                                         f"{_describe(error)}") from None
+        raise AssertionError("unreachable")
+
     def run(self, command: str, *, timeout: float = 60.0, check: bool = True,
             stdin: bytes | None = None) -> CommandResult:
         """Run `command` in the host's shell; raise CommandFailed unless it exits 0
         (when `check`)."""
         started = datetime.now(UTC)
         start = time.monotonic()
-        try:
-            transport = self.client().get_transport()
-            assert transport is not None
-            channel = transport.open_session()
-            channel.exec_command(command)
-        except (OSError, paramiko.SSHException, EOFError) as error:
-            self.close()
-            raise SSHUnavailable(f"{self.name}: SSH session failed for `{command}`: "
-                                 f"{error or type(error).__name__}") from None
+        channel = self._open_channel(command)
         if stdin is not None:
             channel.sendall(stdin)
         channel.shutdown_write()
@@ -200,7 +213,7 @@ class RemoteHost:
         except (OSError, paramiko.SSHException) as error:
             self.close()
             raise SSHUnavailable(f"{self.name}: SSH connection lost during `{command}`: "
-                                 f"{error or type(error).__name__}") from None
+                                 f"{_describe(error)}") from None
         finally:
             channel.close()
         result = CommandResult(

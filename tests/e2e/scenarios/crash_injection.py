@@ -1,5 +1,6 @@
 """Harness self-test scenarios, run by tests/e2e/test_run.py in a pytest of their own
-against the virtual lab (never part of a user profile).
+against the virtual lab (never part of a user profile; the file name does not start
+with test_, so only an explicit path collects it).
 
 1. dom0 is crashed through sysrq while the test waits for something that never
    happens: the wait must fail within seconds, as a product failure, with the panic
