@@ -46,14 +46,19 @@ def _lab(args: argparse.Namespace, *, check_files: bool = True) -> Lab:
 
 
 def cmd_vlab_build(args: argparse.Namespace) -> int:
+    from .guests.guest import public_key_line
+    from .guests.image import build_guest_image
     from .vlab.builds import fetch_builds
     from .vlab.image import build_image
 
     image = build_image(cache_dir(), force=args.force)
     builds = fetch_builds(cache_dir(), image, force=args.force)
+    # The same guest image the guest scenarios ask for (root's key is the lab's key).
+    guest = build_guest_image(cache_dir(), [public_key_line(image.ssh_key)], force=args.force)
     console.print(f"image: {image.disk}")
     for build in builds:
         console.print(f"build: {build}")
+    console.print(f"guest: {guest.directory}")
     return 0
 
 

@@ -8,6 +8,9 @@ Fixtures, each built on the one before:
   build      the Xen build under test (--build, else the lab's default_build)
   lab_host   one host answering SSH, whatever it runs (tests run once per host)
   xen_host   one host booted into the build (tests using it run once per host)
+  guest_image  the test guest (Debian kernel + initramfs), built once and cached
+  pv_guest   a factory: `pv_guest(on=host) -> Guest`, a PV guest created and up; every
+             guest it made is destroyed after the test, even on failure
 Markers: area(name), bug(ref, ...), needs(capability).
 Per test, attached to the allure report: the com1 slice of every host, the transcript
 of every command, the boot timeline. Product failures are `failed`, lab breakage is
@@ -32,9 +35,11 @@ from . import drivers  # noqa: F401  (registers our labgrid resources and driver
 from .build import XenBuild, load_build
 from .com1 import Com1Mark
 from .errors import ConfigError
+from .guests.guest import GuestAddresses, GuestFactory, GuestFailed, public_key_line
+from .guests.image import GuestImage, build_guest_image
 from .host import Host
 from .lab import DEFAULT_LAB, Lab, load_lab
-from .paths import expand
+from .paths import cache_dir, expand
 from .remote import Transcript
 
 log = logging.getLogger(__name__)
@@ -167,6 +172,60 @@ def xen_host(request: pytest.FixtureRequest, booted_hosts: BootedHosts) -> Host:
     """A host running the build under test: installed and booted once a session,
     power cycled back into it when an earlier test left it crashed or broken."""
     return booted_hosts.get(request.param)
+
+
+@pytest.fixture(scope="session")
+def guest_image(xenhil: XenhilRun) -> GuestImage:
+    """The test guest, built from Debian packages once and cached; root logs in over
+    SSH with the keys the harness uses for the run's hosts."""
+    keys = {public_key_line(host.spec.ssh.key_file) for host in xenhil.hosts.values()
+            if host.spec.ssh.key_file is not None}
+    if not keys:
+        raise ConfigError(f"{xenhil.lab.path}: guests need ssh_key_file (the key the "
+                          "harness logs in to hosts and guests with)")
+    return build_guest_image(cache_dir(), sorted(keys))
+
+
+@pytest.fixture(scope="session")
+def guest_addresses() -> GuestAddresses:
+    """MACs and addresses for the run's guests: unique within the run."""
+    return GuestAddresses()
+
+
+@pytest.fixture
+def pv_guest(request: pytest.FixtureRequest, guest_image: GuestImage,
+             guest_addresses: GuestAddresses) -> Iterator[GuestFactory]:
+    """`pv_guest(on=host, name=None, memory_mb=128, vcpus=1) -> Guest`: a PV guest,
+    created and up (ready on its console, answering SSH). After the test every guest
+    it made is destroyed, even on failure, and each one's console log is attached."""
+    test = request.node.originalname.removeprefix("test_").replace("_", "-")[:40]
+    factory = GuestFactory(guest_image, guest_addresses, prefix=test)
+    try:
+        yield factory
+    finally:
+        # The test's evidence is attached already: the cleanup keeps a transcript of its own.
+        cleanup, hosts = Transcript(), {guest.host for guest in factory}
+        for host in hosts:
+            host.transcripts.append(cleanup)
+        try:
+            problems = factory.destroy_all()
+        finally:
+            for host in hosts:
+                host.transcripts.remove(cleanup)
+        if cleanup.entries:
+            allure.attach(cleanup.render(), name="guest cleanup commands",
+                          attachment_type=allure.attachment_type.TEXT)
+        for guest in factory:
+            try:
+                console = guest.console_log()
+            except Exception as error:  # the evidence of the other guests still counts
+                console = f"(console log not readable: {error})"
+            allure.attach(f"{guest.config.render()}\n{console}",
+                          name=f"{guest.name} console ({guest.host.name})",
+                          attachment_type=allure.attachment_type.TEXT)
+        factory.close()
+        if problems:
+            raise GuestFailed("guests left behind: " + "; ".join(problems))
 
 
 @dataclass

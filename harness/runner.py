@@ -33,6 +33,7 @@ class Profile:
 PROFILES = {
     "default": Profile(("testsuites",), "every scenario the virtual lab can run (make run)"),
     "boot": Profile(("testsuites/boot",), "boot scenarios only: install, boot, verify"),
+    "guests": Profile(("testsuites/guests",), "guest scenarios only: PV guest lifecycle"),
 }
 
 

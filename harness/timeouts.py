@@ -25,6 +25,10 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "package_install": (600, "installing a build's packages on a host"),
     "console_crash_dump": (10, "the rest of a crash dump after a panic is seen"),
     "debug_keys": (20, "Xen's output after debug keys are sent"),
+    "xl_create": (100, "`xl create` of a guest to return (osstest: 100 s)"),
+    "guest_boot": (40, "a created guest to be up: ready on its console, SSH (osstest: 40 s)"),
+    "xl_shutdown": (200, "`xl shutdown -w` of a guest to return (osstest: 200 s)"),
+    "xl_destroy": (40, "`xl destroy` of a guest to return (osstest: 40 s)"),
 }
 
 

@@ -1,0 +1,437 @@
+"""Guests on a host: xl config, create, the wait until really up, shutdown, destroy.
+
+A guest is the harness's test guest (image.py) as a PV domain: kernel and initramfs
+copied to dom0 once, an xl config per guest, one vif on the guest bridge (xenbr0)
+with a MAC in Xen's 00:16:3e range, and an address of the bridge's network given on
+the kernel command line. "Up" means: the guest printed its ready marker on its
+console and answers SSH (through dom0, shell.py). The guest's console is logged by
+xenconsoled (`--log=guest`, set up on the host when missing) and read from the log
+file, so the whole console of every guest is kept, from its first line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import secrets
+import shlex
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from ..errors import InfrastructureError, ProductFailure
+from ..host import Host
+from ..remote import CommandResult
+from ..xl import parse_xl_list
+from .image import ERROR_MARKER, READY_MARKER, GuestImage
+from .shell import GuestShell
+
+log = logging.getLogger(__name__)
+
+GUEST_FILES_DIR = "/var/lib/xen/images/xenhil"  # kernel and initramfs on dom0
+CONFIG_DIR = "/etc/xen/xenhil"
+CONSOLE_LOG_DIR = "/var/log/xen/console"  # xenconsoled's default --log-dir
+BRIDGE = "xenbr0"
+MAC_PREFIX = "00:16:3e"  # Xen's OUI; the other three bytes: a per-run base + a counter
+FIRST_HOST, LAST_HOST = 101, 250  # guest addresses: these host numbers of the network
+DEFAULT_MEMORY_MB = 128
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# Seen on a guest's console while it boots: give up at once, it will not come up.
+CONSOLE_FAILURES = ("Kernel panic - not syncing", ERROR_MARKER)
+# How xenconsoled is told to log guest consoles, per distro family.
+CONSOLE_LOGGING = {
+    "debian": (
+        "touch /etc/default/xen && sed -i '/^XENCONSOLED_ARGS=/d' /etc/default/xen && "
+        "echo 'XENCONSOLED_ARGS=\"--log=guest --timestamp=guest\"' >> /etc/default/xen && "
+        "systemctl restart xen"
+    ),
+    "suse": (
+        "sed -i '/^XENCONSOLED_TRACE=/d' /etc/sysconfig/xencommons && "
+        "echo 'XENCONSOLED_TRACE=\"guest\"' >> /etc/sysconfig/xencommons && "
+        "systemctl restart xenconsoled"
+    ),
+}
+
+
+class GuestFailed(ProductFailure):
+    """A guest did not do what Xen promises: come up, shut down, go away."""
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    """What the xl config of a test guest says."""
+
+    name: str
+    kernel: str  # paths on dom0
+    ramdisk: str
+    address: str  # the guest's eth0, with prefix length: 198.51.100.101/24
+    mac: str
+    memory_mb: int = DEFAULT_MEMORY_MB
+    vcpus: int = 1
+    bridge: str = BRIDGE
+
+    def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.name):
+            raise ValueError(f"bad guest name {self.name!r}: letters, digits, '_', '.', "
+                             "'-', at most 63")
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
+    @property
+    def extra(self) -> str:
+        """The guest kernel's command line: console, and what the guest's /init reads."""
+        return f"console=hvc0 xenhil.name={self.name} xenhil.ip={self.address}"
+
+    def render(self) -> str:
+        """The xl config file (xl.cfg(5))."""
+        return (
+            f"# xen-hil test guest (harness/guests)\n"
+            f'name = "{self.name}"\n'
+            f'type = "pv"\n'
+            f'kernel = "{self.kernel}"\n'
+            f'ramdisk = "{self.ramdisk}"\n'
+            f'extra = "{self.extra}"\n'
+            f"memory = {self.memory_mb}\n"
+            f"vcpus = {self.vcpus}\n"
+            f'vif = [ "mac={self.mac},bridge={self.bridge}" ]\n'
+            # a crashed guest stays for inspection; the harness destroys it
+            f'on_crash = "preserve"\n'
+        )
+
+
+def guest_mac(base: int, index: int) -> str:
+    """The MAC of a run's `index`th guest: 00:16:3e, then (`base` + `index`) mod 2^24."""
+    tail = ((base + index) % (1 << 24)).to_bytes(3, "big")
+    return MAC_PREFIX + "".join(f":{byte:02x}" for byte in tail)
+
+
+def guest_address(network: ipaddress.IPv4Network, index: int) -> ipaddress.IPv4Interface:
+    """The address of a run's `index`th guest: host numbers FIRST_HOST..LAST_HOST of
+    `network`, in turn."""
+    count = LAST_HOST - FIRST_HOST + 1
+    if network.num_addresses < LAST_HOST + 2:
+        raise InfrastructureError(f"guest network {network} is too small: guests use host "
+                                  f"numbers {FIRST_HOST}-{LAST_HOST}")
+    address = network.network_address + FIRST_HOST + index % count
+    return ipaddress.IPv4Interface(f"{address}/{network.prefixlen}")
+
+
+def bridge_network(ip_addr_output: str) -> ipaddress.IPv4Network | None:
+    """The IPv4 network of the first address in `ip -o -4 addr show dev BRIDGE`."""
+    match = re.search(r"\binet (\d+\.\d+\.\d+\.\d+/\d+)", ip_addr_output)
+    return ipaddress.IPv4Interface(match.group(1)).network if match else None
+
+
+def console_failure(console: str) -> str | None:
+    """The line of a guest console that says it will not come up, if any."""
+    for line in console.splitlines():
+        if any(sign in line for sign in CONSOLE_FAILURES):
+            return line.strip()
+    return None
+
+
+def tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class GuestAddresses:
+    """Hands out MACs and addresses for the guests of one run: unique within the run,
+    and, through a random MAC base, between runs."""
+
+    def __init__(self, base: int | None = None) -> None:
+        self.base = secrets.randbits(24) if base is None else base
+        self.count = 0
+
+    def next(self, network: ipaddress.IPv4Network) -> tuple[str, str]:
+        index = self.count
+        self.count += 1
+        return guest_mac(self.base, index), str(guest_address(network, index))
+
+
+class Guest:
+    """A test guest on a host. `run` executes commands in it; everything done to it
+    (xl commands on dom0, commands inside) lands in the host's transcripts."""
+
+    def __init__(self, config: GuestConfig, host: Host, image: GuestImage) -> None:
+        self.config = config
+        self.name = config.name
+        self.host = host
+        self.ip = config.ip
+        self.mac = config.mac
+        self.shell = GuestShell(config.name, config.ip, host, image.host_key)
+        self.console_path = f"{CONSOLE_LOG_DIR}/guest-{config.name}.log"
+        self.console_offset = 0  # where this guest's console starts in the log file
+        self.console_end: int | None = None  # where it ends: a later guest of its name
+        self.created_seconds: float | None = None  # `xl create` took
+        self.ready_seconds: float | None = None  # xl create -> ready marker on console
+        self.up_seconds: float | None = None  # xl create -> SSH answering
+        self._sftp_session: paramiko.SFTPClient | None = None
+        self._sftp_client: paramiko.SSHClient | None = None
+
+    def __repr__(self) -> str:
+        return f"<Guest {self.name} on {self.host.name} {self.ip}>"
+
+    @property
+    def config_path(self) -> str:
+        return f"{CONFIG_DIR}/{self.name}.cfg"
+
+    def create(self) -> None:
+        """Write the xl config, `xl create` it, and wait until the guest is up."""
+        host = self.host
+        host.run(f"mkdir -p {CONFIG_DIR} && printf '%s' {shlex.quote(self.config.render())} "
+                 f"> {self.config_path}")
+        # xenconsoled appends to the log of an earlier guest of the same name
+        self.console_offset = self._console_size()
+        started = time.monotonic()
+        self._xl(f"xl create {self.config_path}", "xl_create", "was not created")
+        self.created_seconds = time.monotonic() - started
+        self.wait_until_up(started)
+        log.info("%s: guest %s up: xl create %.1f s, ready marker after %.1f s, SSH after "
+                 "%.1f s", host.name, self.name, self.created_seconds, self.ready_seconds or 0,
+                 self.up_seconds or 0)
+
+    def wait_until_up(self, since: float) -> None:
+        """Until the ready marker is on the console and SSH answers; fails at once on
+        a guest console failure or a host crash on com1."""
+
+        def up() -> bool:
+            console = self.console_log()
+            failure = console_failure(console)
+            if failure is not None:
+                raise GuestFailed(f"{self.host.name}: guest {self.name} failed to boot: "
+                                  f"{failure}\n{tail(console)}")
+            if READY_MARKER not in console:
+                return False
+            if self.ready_seconds is None:
+                self.ready_seconds = time.monotonic() - since
+            return self.shell.answers(timeout=10)
+
+        timeout = self.host.timeouts["guest_boot"]
+        try:
+            self.host.wait_for(f"guest {self.name} up", up, timeout, interval=1)
+        except TimeoutError:
+            seen = ("its ready marker, but no SSH" if self.ready_seconds is not None
+                    else "no ready marker")
+            raise GuestFailed(
+                f"{self.host.name}: guest {self.name} not up within {timeout:.0f} s "
+                f"({seen}); xl list: {self._xl_list_line()}; console:\n"
+                f"{tail(self.console_log())}") from None
+        self.up_seconds = time.monotonic() - since
+
+    def run(self, command: str, *, timeout: float | None = None,
+            check: bool = True) -> CommandResult:
+        """Run `command` in the guest's shell (as root)."""
+        return self.shell.run(command, check=check,
+                              timeout=timeout or self.host.timeouts["command"])
+
+    def console_log(self) -> str:
+        """The guest's console since it was created (xenconsoled's log, with a
+        timestamp per line)."""
+        size = None if self.console_end is None else self.console_end - self.console_offset
+        try:
+            with self._sftp().open(self.console_path, "rb") as f:
+                f.seek(self.console_offset)
+                data = f.read(size)
+        except FileNotFoundError:
+            return ""
+        return data.decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+
+    def _console_size(self) -> int:
+        try:
+            return self._sftp().stat(self.console_path).st_size or 0
+        except FileNotFoundError:
+            return 0
+
+    def _sftp(self) -> paramiko.SFTPClient:
+        """One SFTP session on the host's connection, kept for the console polls
+        (a session per poll would flood the log), renewed with that connection."""
+        client = self.host.remote.client()
+        if self._sftp_session is None or self._sftp_client is not client:
+            self.close_console()
+            self._sftp_session, self._sftp_client = client.open_sftp(), client
+        return self._sftp_session
+
+    def close(self) -> None:
+        """Close the SSH session into the guest and the console reader."""
+        self.shell.close()
+        self.close_console()
+
+    def close_console(self) -> None:
+        if self._sftp_session is not None:
+            self._sftp_session.close()
+            self._sftp_session = self._sftp_client = None
+
+    def answers_ping(self, count: int = 3) -> bool:
+        """dom0 pings the guest; every reply must come."""
+        return self.host.run(f"ping -c {count} -W 2 {self.ip}", check=False).ok
+
+    def counter(self) -> int:
+        """Seconds the guest has counted since it booted (/run/counter)."""
+        return int(self.run("cat /run/counter").stdout.strip())
+
+    def listed(self) -> bool:
+        """`xl list` on its host shows it."""
+        return self.name in domain_names(self.host)
+
+    def shutdown(self) -> None:
+        """`xl shutdown -w`: ask the guest to power off, and wait until it is gone."""
+        self.shell.close()
+        self._xl(f"xl shutdown -w {self.name}", "xl_shutdown", "did not shut down")
+        # -w returns once the guest has shut down; the domain is destroyed after that
+        # (by xl's daemon, on_poweroff), and lingers in xl list until then.
+        timeout = self.host.timeouts["xl_destroy"]
+        try:
+            self.host.wait_for(f"guest {self.name} gone", lambda: not self.listed(), timeout)
+        except TimeoutError:
+            raise GuestFailed(f"{self.host.name}: guest {self.name} shut down but is still "
+                              f"listed {timeout:.0f} s later: {self._xl_list_line()}") from None
+
+    def destroy(self) -> None:
+        """`xl destroy`: end the domain at once."""
+        self.shell.close()
+        self._xl(f"xl destroy {self.name}", "xl_destroy", "was not destroyed")
+
+    def _xl(self, command: str, timeout: str, failure: str) -> CommandResult:
+        result = self.host.run(command, timeout=self.host.timeouts[timeout], check=False)
+        if not result.ok:
+            why = ("no exit within " + self.host.timeouts.describe(timeout)
+                   if result.exit_status is None else f"exit {result.exit_status}")
+            raise GuestFailed(f"{self.host.name}: guest {self.name} {failure}: `{command}` "
+                              f"{why}: {(result.stderr or result.stdout).strip()[-2000:]}")
+        return result
+
+    def _xl_list_line(self) -> str:
+        result = self.host.run(f"xl list {self.name}", check=False)
+        return result.stdout.strip().splitlines()[-1] if result.ok else "not listed"
+
+
+def domain_names(host: Host) -> list[str]:
+    return [domain.name for domain in parse_xl_list(host.run("xl list").stdout)]
+
+
+class GuestFactory:
+    """Makes the guests of one test: `factory(on=host)`; `destroy_all()` afterwards."""
+
+    def __init__(self, image: GuestImage, addresses: GuestAddresses, prefix: str) -> None:
+        self.image = image
+        self.addresses = addresses
+        self.prefix = prefix
+        self.guests: list[Guest] = []
+        self._networks: dict[str, ipaddress.IPv4Network] = {}
+
+    def __call__(self, on: Host, *, name: str | None = None,
+                 memory_mb: int = DEFAULT_MEMORY_MB, vcpus: int = 1) -> Guest:
+        """A PV guest on host `on`, created and up (ready marker, SSH)."""
+        network = self._prepare(on)
+        mac, address = self.addresses.next(network)
+        config = GuestConfig(
+            name=name or f"{self.prefix}-{len(self.guests) + 1}",
+            kernel=f"{GUEST_FILES_DIR}/{self.image.kernel.name}",
+            ramdisk=f"{GUEST_FILES_DIR}/{self.image.initrd.name}",
+            address=address, mac=mac, memory_mb=memory_mb, vcpus=vcpus,
+        )
+        guest = Guest(config, on, self.image)
+        earlier = [g for g in self.guests if (g.host, g.name) == (on, guest.name)]
+        self.guests.append(guest)
+        try:
+            guest.create()
+        finally:
+            for same_name in earlier:  # its console log goes on with this guest's
+                if same_name.console_end is None \
+                        and guest.console_offset >= same_name.console_offset:
+                    same_name.console_end = guest.console_offset
+        return guest
+
+    def __iter__(self) -> Iterator[Guest]:
+        return iter(self.guests)
+
+    def destroy_all(self) -> list[str]:
+        """Destroy every guest this factory made that its host still lists; returns
+        what could not be destroyed."""
+        problems = []
+        done: set[tuple[str, str]] = set()
+        for guest in self.guests:
+            key = (guest.host.name, guest.name)
+            if key in done:
+                continue
+            done.add(key)
+            try:
+                if guest.listed():
+                    guest.destroy()
+                if guest.listed():
+                    problems.append(f"{guest.host.name}: {guest.name} still listed after "
+                                    "xl destroy")
+            except Exception as error:  # every guest gets its chance
+                problems.append(f"{guest.host.name}: {guest.name}: {error}")
+        return problems
+
+    def close(self) -> None:
+        for guest in self.guests:
+            guest.close()
+
+    def _prepare(self, host: Host) -> ipaddress.IPv4Network:
+        """Once per host and test: guest files on dom0, console logging, the bridge."""
+        if host.name not in self._networks:
+            upload_guest_files(host, self.image)
+            ensure_console_logging(host)
+            output = host.run(f"ip -o -4 addr show dev {BRIDGE}", check=False).stdout
+            network = bridge_network(output)
+            if network is None:
+                raise InfrastructureError(f"{host.name}: no bridge {BRIDGE} with an IPv4 "
+                                          "address: guests have no network")
+            self._networks[host.name] = network
+        return self._networks[host.name]
+
+
+def upload_guest_files(host: Host, image: GuestImage) -> None:
+    """Copy kernel and initramfs to dom0 unless there already (their names carry
+    their version: the kernel release, the initramfs's hash)."""
+    host.run(f"mkdir -p {GUEST_FILES_DIR}")
+    for local in (image.kernel, image.initrd):
+        remote = f"{GUEST_FILES_DIR}/{local.name}"
+        if _remote_size(host, remote) == local.stat().st_size:
+            continue
+        host.remote.put(local, remote + ".part")
+        host.run(f"mv {remote}.part {remote}")
+
+
+def _remote_size(host: Host, path: str) -> int | None:
+    with host.remote.client().open_sftp() as sftp:
+        try:
+            return sftp.stat(path).st_size
+        except FileNotFoundError:
+            return None
+
+
+def ensure_console_logging(host: Host) -> None:
+    """xenconsoled must log guest consoles to CONSOLE_LOG_DIR; configure it and
+    restart it if it does not."""
+    if _logs_guests(host):
+        return
+    log.info("%s: xenconsoled does not log guest consoles; configuring it", host.name)
+    command = CONSOLE_LOGGING.get(host.spec.family)
+    if command is None:
+        raise InfrastructureError(f"{host.name}: no way known to make xenconsoled log guest "
+                                  f"consoles on {host.spec.family}")
+    host.run(f"mkdir -p {CONSOLE_LOG_DIR} && {command}")
+    if not _logs_guests(host):
+        raise InfrastructureError(f"{host.name}: xenconsoled still does not log guest "
+                                  "consoles after its restart")
+
+
+def _logs_guests(host: Host) -> bool:
+    running = host.run("pgrep -a xenconsoled", check=False).stdout
+    return re.search(r"--log[= ](guest|all)\b", running) is not None
+
+
+def public_key_line(key_file: Path) -> str:
+    """`type base64` of the public half of an SSH private key file (for the guest's
+    authorized_keys)."""
+    key = paramiko.PKey.from_path(key_file)
+    return f"{key.get_name()} {key.get_base64()}"

@@ -1,0 +1,450 @@
+"""The test guest's image: a Debian kernel and a small initramfs, from Debian packages.
+
+The kernel is the one the virtual lab's dom0 image has (read from its package list),
+else the candidate of linux-image-amd64. The initramfs holds busybox-static, dropbear
+(SSH) with exactly the shared libraries it loads, the kernel modules a PV guest needs
+(xen-netfront, xen-blkfront and what modules.dep says they need) and an /init that:
+mounts proc, sys, dev; loads the modules; configures eth0 from the kernel command
+line (`xenhil.ip=ADDR/LEN`, `xenhil.name=NAME`); starts SSH and a counter that
+counts seconds into /run/counter; prints READY_MARKER on the console; then hands
+over to busybox init, which keeps a shell on the console and powers the guest off
+when Xen asks it to (`xl shutdown`).
+
+Root logs in over SSH with the keys given (the lab's SSH keys); the guest's host key
+is generated here, so the harness can pin it.
+
+Cached under ``cache/vlab/guest`` with the rules of the dom0 image (vlab/image.py): a
+stamp with the recipe's hash, built in a temporary directory and moved into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..vlab.image import (
+    Image,
+    VlabBuildError,
+    cache_lock,
+    deb822_fields,
+    publish,
+    remove_stale_temps,
+    remove_tree,
+    require_tools,
+    run,
+    stage,
+    stamp_matches,
+    tail,
+)
+from .initramfs import Initramfs
+
+log = logging.getLogger(__name__)
+
+# Everything in the initramfs but the kernel's modules. dropbear's libraries are
+# taken from these (the build fails, naming the library, if one is missing).
+PACKAGES = (
+    "busybox-static",
+    "dropbear-bin",
+    "libc6",
+    "libcrypt1",
+    "libtomcrypt1",
+    "libtommath1",
+    "libgmp10",
+    "zlib1g",
+)
+KERNEL_METAPACKAGE = "linux-image-amd64"
+MODULES = ("xen-netfront", "xen-blkfront")
+READY_MARKER = "XENHIL-GUEST-READY"  # then: name, address, seconds since kernel start
+ERROR_MARKER = "XENHIL-GUEST-ERROR"  # then: what went wrong in /init
+STOP_MARKER = "XENHIL-GUEST-STOPPING"  # busybox init begins the poweroff
+BUSYBOX = "bin/busybox"
+DROPBEAR = "usr/sbin/dropbear"
+DROPBEARKEY = "usr/bin/dropbearkey"
+LOADER = "lib64/ld-linux-x86-64.so.2"  # the interpreter of every amd64 binary
+HOST_KEY = "etc/dropbear/dropbear_ed25519_host_key"
+TOOLS = {"apt-get": "apt", "apt-cache": "apt", "dpkg-deb": "dpkg", "depmod": "kmod"}
+
+INIT = r"""#!/bin/sh
+# PID 1 of the xen-hil test guest (built by harness/guests/image.py).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=0755 tmpfs /run
+failed=
+fail() { echo "XENHIL-GUEST-ERROR $*"; failed=1; }
+
+name=guest
+ip=
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+        xenhil.name=*) name=${arg#*=} ;;
+        xenhil.ip=*) ip=${arg#*=} ;;
+    esac
+done
+hostname "$name"
+
+while read -r module; do
+    insmod "/lib/modules/$module" || fail "cannot load $module"
+done < /etc/xenhil/modules
+
+ip link set lo up
+# netfront registers eth0 once it has met its backend in dom0
+n=0
+while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+if [ -z "$ip" ]; then
+    fail "no xenhil.ip= on the kernel command line"
+elif [ ! -e /sys/class/net/eth0 ]; then
+    fail "no eth0 (xen-netfront found no vif)"
+elif ! ip addr add "$ip" dev eth0 || ! ip link set eth0 up; then
+    fail "cannot configure eth0 with $ip"
+else
+    # Announce our MAC: dom0 may still cache an earlier guest's MAC for this address,
+    # and would send it our packets for seconds.
+    arping -q -U -c 3 -I eth0 "${ip%/*}" &
+fi
+
+# dropbear needs the kernel's random generator: wait for it here, so that SSH answers
+# at once when the marker says ready (reading /dev/random blocks until it is seeded).
+head -c 1 /dev/random > /dev/null
+/usr/sbin/dropbear -F -E -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key \
+    -P /run/dropbear.pid &
+listening() { grep -q ':0016 [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; }
+n=0
+while ! listening && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+listening || fail "dropbear does not listen on port 22"
+
+# Counts seconds from here on: a migrated guest keeps counting, a rebooted one restarts.
+(n=0; while :; do n=$((n + 1)); echo $n > /run/counter.new; mv /run/counter.new /run/counter;
+    sleep 1; done) &
+
+[ -z "$failed" ] && echo "XENHIL-GUEST-READY $name $ip $(cut -d' ' -f1 /proc/uptime)"
+exec /sbin/init
+"""
+INITTAB = """\
+# busybox init, after /init: a shell on the console; Xen's shutdown request comes
+# as the kernel running /sbin/poweroff, which signals init to run this and power off.
+hvc0::respawn:-/bin/sh
+::shutdown:/bin/echo XENHIL-GUEST-STOPPING
+"""
+FILES = {
+    "init": (INIT, 0o755),
+    "etc/inittab": (INITTAB, 0o644),
+    "etc/passwd": ("root:x:0:0:root:/root:/bin/sh\n", 0o644),
+    "etc/group": ("root:x:0:\n", 0o644),
+    "etc/shells": ("/bin/sh\n", 0o644),
+    "etc/nsswitch.conf": ("passwd: files\ngroup: files\nshadow: files\nhosts: files\n", 0o644),
+    "etc/hosts": ("127.0.0.1 localhost\n", 0o644),
+}
+DIRECTORIES = {"proc": 0o555, "sys": 0o555, "dev": 0o755, "run": 0o755, "tmp": 0o1777,
+               "root": 0o700, "root/.ssh": 0o700, "var/log": 0o755, "mnt": 0o755}
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    """A built guest image: what a PV guest's xl config names as kernel and ramdisk."""
+
+    directory: Path
+    kernel: Path
+    initrd: Path
+    host_key: Path  # the guest's SSH host public key (OpenSSH format), for pinning
+    kernel_release: str  # uname -r of the guest kernel
+    packages: dict[str, str]  # Debian package -> version, kernel included
+
+    @classmethod
+    def load(cls, directory: Path) -> GuestImage:
+        manifest = json.loads((directory / "manifest.json").read_text())
+        return cls(
+            directory=directory,
+            kernel=directory / manifest["kernel"],
+            initrd=directory / manifest["initrd"],
+            host_key=directory / manifest["host_key"],
+            kernel_release=manifest["kernel_release"],
+            packages=manifest["packages"],
+        )
+
+
+def build_guest_image(cache: Path, authorized_keys: Sequence[str], *,
+                      force: bool = False) -> GuestImage:
+    """Builds the guest image under `cache`/vlab/guest, or returns the cached one if
+    its recipe is unchanged. `authorized_keys`: OpenSSH public key lines for root."""
+    root = cache / "vlab"
+    directory = root / "guest"
+    stamp = root / ".guest.stamp"
+    kernel = _kernel_wanted(cache)
+    recipe = recipe_hash(kernel, authorized_keys)
+    root.mkdir(parents=True, exist_ok=True)
+    with cache_lock(root):
+        if not force and stamp_matches(stamp, recipe, (directory / "manifest.json",)):
+            log.info("guest image up to date: %s", directory)
+            return GuestImage.load(directory)
+        require_tools(TOOLS)
+        remove_stale_temps(root, ".guest-")
+        started = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix=".guest-", dir=root))
+        try:
+            out = tmp / "guest"
+            out.mkdir()
+            _build(tmp, out, kernel, authorized_keys)
+            publish({out: directory}, stamp, recipe,
+                    {"seconds": round(time.monotonic() - started)})
+        finally:
+            remove_tree(tmp)
+    image = GuestImage.load(directory)
+    log.info("guest image built in %.0f s: kernel %s, %s (%.1f MB)",
+             time.monotonic() - started, image.kernel_release, image.initrd.name,
+             image.initrd.stat().st_size / 1e6)
+    return image
+
+
+def recipe_hash(kernel: str, authorized_keys: Sequence[str]) -> str:
+    """Hash of everything that decides the guest image's content."""
+    recipe = {
+        "kernel": kernel,
+        "packages": PACKAGES,
+        "modules": MODULES,
+        "files": FILES,
+        "directories": DIRECTORIES,
+        "authorized_keys": sorted(authorized_keys),
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def _kernel_wanted(cache: Path) -> str:
+    """`name=version` of the dom0 image's kernel package, else the metapackage's name
+    (its candidate is resolved when building)."""
+    status = Image.under(cache).dpkg_status
+    if status.exists():
+        found = installed_kernel(status.read_text())
+        if found is not None:
+            return f"{found[0]}={found[1]}"
+    return KERNEL_METAPACKAGE
+
+
+def installed_kernel(dpkg_status: str) -> tuple[str, str] | None:
+    """(package, version) of the installed Debian kernel image in a dpkg status file."""
+    for stanza in dpkg_status.split("\n\n"):
+        fields = deb822_fields(stanza)
+        if (re.fullmatch(r"linux-image-\d.*-amd64", fields.get("package", ""))
+                and fields.get("status") == "install ok installed"):
+            return fields["package"], fields["version"]
+    return None
+
+
+def metapackage_kernel(apt_cache_show: str) -> str:
+    """`name=version` of the kernel package a linux-image-amd64 stanza depends on."""
+    depends = deb822_fields(apt_cache_show.split("\n\n")[0]).get("depends", "")
+    match = re.search(r"(linux-image-[^\s,(]+)\s*\(=\s*([^)\s]+)\)", depends)
+    if match is None:
+        raise VlabBuildError(f"{KERNEL_METAPACKAGE} depends on no exact kernel: {depends!r}")
+    return f"{match.group(1)}={match.group(2)}"
+
+
+class _Apt:
+    """apt-get on a private state (empty dpkg status, own lists), so the controller's
+    APT state is neither used nor changed; sources are the controller's."""
+
+    def __init__(self, state: Path) -> None:
+        for sub in ("lists/partial", "cache", "log"):
+            (state / sub).mkdir(parents=True, exist_ok=True)
+        (state / "status").touch()
+        self.options = [
+            "-q",
+            "-o", f"Dir::State={state}",
+            "-o", f"Dir::State::status={state / 'status'}",
+            "-o", f"Dir::Cache={state / 'cache'}",
+            "-o", f"Dir::Log={state / 'log'}",
+            "-o", "APT::Sandbox::User=root",
+        ]
+
+    def update(self) -> None:
+        run(["apt-get", *self.options, "update"], what="apt-get update")
+
+    def show(self, package: str) -> str:
+        return run(["apt-cache", *self.options, "show", "--no-all-versions", package],
+                   what=f"apt-cache show {package}")
+
+    def download(self, packages: Sequence[str], dest: Path) -> list[Path]:
+        """Exactly these packages (no dependencies), into `dest`."""
+        proc = subprocess.run(["apt-get", *self.options, "download", *packages], cwd=dest,
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise VlabBuildError(f"apt-get download failed (exit {proc.returncode}): "
+                                 f"{tail(proc.stdout + proc.stderr)}")
+        return sorted(dest.glob("*.deb"))
+
+
+def _build(tmp: Path, out: Path, kernel: str, authorized_keys: Sequence[str]) -> None:
+    debs, tree = tmp / "debs", tmp / "root"
+    debs.mkdir()
+    apt = _Apt(tmp / "apt")
+    with stage("apt-get update (guest packages)", log):
+        apt.update()
+    if "=" not in kernel:
+        kernel = metapackage_kernel(apt.show(kernel))
+    with stage(f"download {kernel} and {len(PACKAGES)} packages", log):
+        downloaded = apt.download([kernel, *PACKAGES], debs)
+    packages: dict[str, str] = {}
+    with stage("unpack", log):
+        for deb in downloaded:
+            fields = deb822_fields(run(["dpkg-deb", "-f", str(deb), "Package", "Version"],
+                                       what=f"dpkg-deb -f {deb.name}"))
+            packages[fields["package"]] = fields["version"]
+            run(["dpkg-deb", "-x", str(deb), str(tree)], what=f"dpkg-deb -x {deb.name}")
+    releases = sorted(p.name for p in (tree / "lib/modules").iterdir())
+    if len(releases) != 1:
+        raise VlabBuildError(f"expected one kernel in {kernel}, found {releases}")
+    release = releases[0]
+    initramfs = Initramfs()
+    with stage("initramfs", log):
+        _add_base(initramfs, tree)
+        modules = _add_modules(initramfs, tree, release)
+        _add_ssh(initramfs, tree, authorized_keys, out / "ssh_host_ed25519_key.pub")
+        staged_initrd = out / "initrd.gz"
+        size = initramfs.write(staged_initrd)
+    digest = hashlib.sha256(staged_initrd.read_bytes()).hexdigest()[:12]
+    initrd = staged_initrd.rename(out / f"initrd-{digest}.gz")
+    vmlinuz = out / f"vmlinuz-{release}"
+    shutil.copyfile(tree / "boot" / f"vmlinuz-{release}", vmlinuz)
+    manifest = {
+        "kernel": vmlinuz.name,
+        "initrd": initrd.name,
+        "host_key": "ssh_host_ed25519_key.pub",
+        "kernel_release": release,
+        "packages": packages,
+        "modules": modules,
+        "initrd_bytes": size,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _add_base(initramfs: Initramfs, tree: Path) -> None:
+    for path, mode in DIRECTORIES.items():
+        initramfs.directory(path, mode)
+    # The kernel opens /dev/console for /init before anything is mounted.
+    initramfs.char_device("dev/console", 5, 1)
+    for path, (text, mode) in FILES.items():
+        initramfs.file(path, text.encode(), mode)
+    initramfs.copy(BUSYBOX, tree / BUSYBOX, 0o755)
+    applets = run([str(tree / BUSYBOX), "--list-full"], what="busybox --list-full").split()
+    for applet in applets:
+        if applet not in initramfs:
+            initramfs.symlink(applet, "/" + BUSYBOX)
+
+
+def _add_modules(initramfs: Initramfs, tree: Path, release: str) -> list[str]:
+    """The modules a PV guest needs, in load order (listed in /etc/xenhil/modules)."""
+    modules = tree / "lib/modules" / release
+    run(["depmod", "-b", str(tree), release], what="depmod")
+    builtin = (modules / "modules.builtin").read_text()
+    order = module_closure((modules / "modules.dep").read_text(), builtin, MODULES)
+    for path in order:
+        initramfs.copy(f"lib/modules/{release}/{path}", modules / path, 0o644)
+    listed = "".join(f"{release}/{path}\n" for path in order)
+    initramfs.file("etc/xenhil/modules", listed.encode())
+    return order
+
+
+def module_closure(modules_dep: str, builtin: str, wanted: Iterable[str]) -> list[str]:
+    """Paths from modules.dep of the `wanted` modules and of everything they need,
+    each after what it needs. Modules built into the kernel need nothing."""
+    needs: dict[str, list[str]] = {}
+    for line in modules_dep.splitlines():
+        path, sep, rest = line.partition(":")
+        if sep:
+            needs[path.strip()] = rest.split()
+    by_name = {module_name(path): path for path in needs}
+    built_in = {module_name(path) for path in builtin.split()}
+    order: list[str] = []
+
+    def visit(path: str, chain: tuple[str, ...]) -> None:
+        if path in chain:
+            raise VlabBuildError(f"module dependency loop: {' -> '.join((*chain, path))}")
+        if path in order:
+            return
+        for dependency in needs.get(path, []):
+            visit(dependency, (*chain, path))
+        order.append(path)
+
+    for name in wanted:
+        key = name.replace("-", "_")
+        if key in by_name:
+            visit(by_name[key], ())
+        elif key not in built_in:
+            raise VlabBuildError(f"kernel module {name} is neither in modules.dep "
+                                 "nor built in")
+    return order
+
+
+def module_name(path: str) -> str:
+    """`kernel/drivers/net/xen-netfront.ko` -> `xen_netfront` (the kernel's spelling)."""
+    base = path.rsplit("/", 1)[-1]
+    return base.split(".ko", 1)[0].replace("-", "_")
+
+
+def _add_ssh(initramfs: Initramfs, tree: Path, authorized_keys: Sequence[str],
+             host_pubkey: Path) -> None:
+    if not authorized_keys:
+        raise VlabBuildError("no SSH key to authorize for the guest's root")
+    loader = _resolve(tree, LOADER)
+    library_path = ":".join(str(tree / d) for d in ("lib/x86_64-linux-gnu",
+                                                    "usr/lib/x86_64-linux-gnu"))
+    listing = run([str(loader), "--library-path", library_path, "--list", str(tree / DROPBEAR)],
+                  what="ld.so --list dropbear")
+    for guest_path, source in loaded_libraries(listing, tree):
+        initramfs.copy(guest_path, source, 0o755)
+    initramfs.copy(DROPBEAR, tree / DROPBEAR, 0o755)
+    initramfs.file("root/.ssh/authorized_keys",
+                   "".join(key.strip() + "\n" for key in authorized_keys).encode(), 0o600)
+    key = tree.parent / "host_key"
+    output = run([str(loader), "--library-path", library_path, str(tree / DROPBEARKEY),
+                  "-t", "ed25519", "-f", str(key)], what="dropbearkey")
+    public = next((line for line in output.splitlines() if line.startswith("ssh-ed25519 ")), None)
+    if public is None:
+        raise VlabBuildError(f"dropbearkey printed no public key: {tail(output)}")
+    initramfs.copy(HOST_KEY, key, 0o600)
+    host_pubkey.write_text(" ".join([*public.split()[:2], "xenhil-guest"]) + "\n")
+
+
+def loaded_libraries(listing: str, tree: Path) -> list[tuple[str, Path]]:
+    """(path in the guest, file in `tree`) of every shared object in the output of
+    `ld.so --list BINARY` run with the libraries of `tree`. The interpreter keeps its
+    absolute name; a library keeps its directory. A library found outside `tree` means
+    PACKAGES lacks the package that provides it (one found nowhere makes ld.so fail)."""
+    found = []
+    base = tree.absolute()
+    for line in listing.splitlines():
+        name, arrow, rest = line.strip().partition(" => ")
+        if not arrow:
+            continue  # linux-vdso.so.1: the kernel's, not a file
+        source = Path(rest.rsplit(" (", 1)[0])
+        try:
+            relative = source.absolute().relative_to(base)
+        except ValueError:
+            raise VlabBuildError(f"dropbear needs {name}, found only at {source}, outside "
+                                 f"the guest's packages ({', '.join(PACKAGES)})") from None
+        found.append((name.lstrip("/") if name.startswith("/") else str(relative), source))
+    return found
+
+
+def _resolve(tree: Path, path: str) -> Path:
+    """`path` inside `tree`, following symlinks as if `tree` were /."""
+    current = tree / path
+    for _ in range(40):
+        if not current.is_symlink():
+            return current
+        target = current.readlink()
+        current = tree / str(target).lstrip("/") if target.is_absolute() \
+            else current.parent / target
+    raise VlabBuildError(f"symlink loop at {tree / path}")

@@ -1,0 +1,211 @@
+"""Pure logic of the test guest: xl config, MACs and addresses, image recipe pieces.
+Inputs are recorded from the virtual lab's Debian 12 packages and hosts."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.errors import InfrastructureError
+from harness.guests.guest import (
+    MAC_PREFIX,
+    GuestAddresses,
+    GuestConfig,
+    bridge_network,
+    console_failure,
+    guest_address,
+    guest_mac,
+)
+from harness.guests.image import (
+    READY_MARKER,
+    installed_kernel,
+    loaded_libraries,
+    metapackage_kernel,
+    module_closure,
+    module_name,
+)
+from harness.guests.initramfs import Initramfs
+from harness.vlab.image import VlabBuildError
+
+DATA = Path(__file__).parent.parent / "data" / "guests"
+NETWORK = ipaddress.IPv4Network("198.51.100.0/24")
+
+
+def config(**changes: object) -> GuestConfig:
+    fields: dict[str, object] = {
+        "name": "pv-guest-comes-up-1",
+        "kernel": "/var/lib/xen/images/xenhil/vmlinuz-6.1.0-50-amd64",
+        "ramdisk": "/var/lib/xen/images/xenhil/initrd-75856d31c362.gz",
+        "address": "198.51.100.101/24",
+        "mac": "00:16:3e:12:34:56",
+    }
+    fields.update(changes)
+    return GuestConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_xl_config_of_a_pv_guest() -> None:
+    lines = config().render().splitlines()
+    assert 'name = "pv-guest-comes-up-1"' in lines
+    assert 'type = "pv"' in lines
+    assert 'kernel = "/var/lib/xen/images/xenhil/vmlinuz-6.1.0-50-amd64"' in lines
+    assert 'ramdisk = "/var/lib/xen/images/xenhil/initrd-75856d31c362.gz"' in lines
+    assert ('extra = "console=hvc0 xenhil.name=pv-guest-comes-up-1 '
+            'xenhil.ip=198.51.100.101/24"') in lines
+    assert "memory = 128" in lines
+    assert "vcpus = 1" in lines
+    assert 'vif = [ "mac=00:16:3e:12:34:56,bridge=xenbr0" ]' in lines
+    assert 'on_crash = "preserve"' in lines
+
+
+def test_xl_config_sizes_and_address() -> None:
+    guest = config(memory_mb=256, vcpus=2)
+    assert "memory = 256" in guest.render().splitlines()
+    assert "vcpus = 2" in guest.render().splitlines()
+    assert guest.ip == "198.51.100.101"
+
+
+@pytest.mark.parametrize("name", ["", "a b", 'x"y', "-lead", "x" * 64, "a/b"])
+def test_guest_names_that_xl_or_the_config_would_choke_on(name: str) -> None:
+    with pytest.raises(ValueError, match="bad guest name"):
+        config(name=name)
+
+
+def test_macs_are_xen_macs_unique_within_a_run() -> None:
+    macs = [guest_mac(0xABCDEF, index) for index in range(1000)]
+    assert macs[0] == "00:16:3e:ab:cd:ef"
+    assert macs[1] == "00:16:3e:ab:cd:f0"
+    assert len(set(macs)) == len(macs)
+    for mac in macs:
+        assert mac.startswith(MAC_PREFIX + ":")
+        assert len(mac) == 17 and mac == mac.lower()
+    # the tail wraps around inside Xen's range
+    assert guest_mac(0xFFFFFF, 1) == "00:16:3e:00:00:00"
+
+
+def test_addresses_cycle_through_the_guest_range() -> None:
+    assert str(guest_address(NETWORK, 0)) == "198.51.100.101/24"
+    assert str(guest_address(NETWORK, 149)) == "198.51.100.250/24"
+    assert str(guest_address(NETWORK, 150)) == "198.51.100.101/24"
+    with pytest.raises(InfrastructureError, match="too small"):
+        guest_address(ipaddress.IPv4Network("198.51.100.0/25"), 0)
+
+
+def test_a_run_hands_out_distinct_macs_and_addresses() -> None:
+    addresses = GuestAddresses(base=7)
+    first, second = addresses.next(NETWORK), addresses.next(NETWORK)
+    assert first == ("00:16:3e:00:00:07", "198.51.100.101/24")
+    assert second == ("00:16:3e:00:00:08", "198.51.100.102/24")
+
+
+def test_guest_network_from_the_bridge_address() -> None:
+    output = (DATA / "ip-addr-xenbr0-dev1.txt").read_text()
+    assert bridge_network(output) == NETWORK
+    assert bridge_network("") is None
+
+
+def test_console_of_a_guest_that_came_up() -> None:
+    console = (DATA / "console-guest-up.log").read_text()
+    assert console_failure(console) is None
+    assert READY_MARKER in console
+
+
+def test_console_failures_are_recognised() -> None:
+    console = (DATA / "console-guest-up.log").read_text()
+    error = "[2026-11-25 23:00:00] XENHIL-GUEST-ERROR no eth0 (xen-netfront found no vif)"
+    failed = f"{console}{error}\n"
+    assert console_failure(failed) == error
+    panic = console + "[    3.1] Kernel panic - not syncing: VFS: Unable to mount root fs\n"
+    assert console_failure(panic) is not None
+
+
+def test_kernel_of_the_dom0_image() -> None:
+    status = (DATA / "dpkg-status-dom0-excerpt").read_text()
+    assert installed_kernel(status) == ("linux-image-6.1.0-50-amd64", "6.1.176-1")
+    assert installed_kernel("Package: linux-image-amd64\nStatus: install ok installed\n") \
+        is None
+
+
+def test_kernel_of_the_metapackage() -> None:
+    show = (DATA / "apt-cache-show-linux-image-amd64.txt").read_text()
+    assert metapackage_kernel(show) == "linux-image-6.1.0-56-amd64=6.1.192-2"
+
+
+def test_module_names_as_the_kernel_spells_them() -> None:
+    assert module_name("kernel/drivers/net/xen-netfront.ko") == "xen_netfront"
+    assert module_name("kernel/drivers/net/virtio_net.ko.xz") == "virtio_net"
+
+
+def test_modules_with_what_they_need_first() -> None:
+    dep = (DATA / "modules.dep-6.1.0-50-amd64-excerpt").read_text()
+    builtin = (DATA / "modules.builtin-6.1.0-50-amd64-xen").read_text()
+    assert module_closure(dep, builtin, ["xen-netfront", "xen-blkfront"]) == [
+        "kernel/drivers/net/xen-netfront.ko", "kernel/drivers/block/xen-blkfront.ko"]
+    order = module_closure(dep, builtin, ["snd-xen-front", "virtio_net"])
+    assert order.index("kernel/sound/soundcore.ko") < order.index("kernel/sound/core/snd.ko")
+    assert order.index("kernel/sound/core/snd-pcm.ko") < \
+        order.index("kernel/sound/xen/snd_xen_front.ko")
+    assert order.index("kernel/net/core/failover.ko") < \
+        order.index("kernel/drivers/net/net_failover.ko") < \
+        order.index("kernel/drivers/net/virtio_net.ko")
+    assert len(order) == len(set(order)) == 11
+    # built into the kernel: nothing to load
+    assert module_closure(dep, builtin, ["xen-kbdfront"]) == []
+    with pytest.raises(VlabBuildError, match="no-such-module"):
+        module_closure(dep, builtin, ["no-such-module"])
+
+
+def test_dropbear_libraries_from_the_guest_packages() -> None:
+    tree = Path("/tmp/devlab/pkgs/root")  # where the listing was recorded
+    found = dict(loaded_libraries((DATA / "ld.so-list-dropbear.txt").read_text(), tree))
+    assert found["lib64/ld-linux-x86-64.so.2"] == \
+        tree / "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+    assert found["usr/lib/x86_64-linux-gnu/libtomcrypt.so.1"] == \
+        tree / "usr/lib/x86_64-linux-gnu/libtomcrypt.so.1"
+    assert found["lib/x86_64-linux-gnu/libc.so.6"] == tree / "lib/x86_64-linux-gnu/libc.so.6"
+    assert len(found) == 7  # six libraries and the interpreter; no vdso
+
+
+def test_a_library_from_outside_the_guest_packages_is_refused() -> None:
+    listing = (DATA / "ld.so-list-dropbear-libs-outside.txt").read_text()
+    with pytest.raises(VlabBuildError, match=r"libz\.so\.1, found only at /lib/"):
+        loaded_libraries(listing, Path("/tmp/devlab/pkgs/root"))
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="needs cpio (Debian package cpio)")
+def test_initramfs_archive_as_cpio_reads_it(tmp_path: Path) -> None:
+    initramfs = Initramfs()
+    initramfs.file("init", b"#!/bin/sh\necho hi\n", 0o755)
+    initramfs.symlink("bin/sh", "/bin/busybox")
+    initramfs.char_device("dev/console", 5, 1)
+    initramfs.directory("root/.ssh", 0o700)
+    initramfs.file("root/.ssh/authorized_keys", b"ssh-ed25519 AAAA\n", 0o600)
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=initramfs.cpio(),
+                             capture_output=True, check=True).stdout.decode().splitlines()
+    names = [line.split()[-1] if "->" not in line else line.split()[-3] for line in listing]
+    assert names == ["bin", "bin/sh", "dev", "dev/console", "init", "root", "root/.ssh",
+                     "root/.ssh/authorized_keys"]
+    by_name = dict(zip(names, listing, strict=True))
+    assert by_name["init"].startswith("-rwxr-xr-x")
+    assert by_name["dev/console"].startswith("crw-------")
+    assert "5,   1" in by_name["dev/console"]
+    assert by_name["root/.ssh"].startswith("drwx------")
+    assert by_name["bin/sh"].endswith("bin/sh -> /bin/busybox")
+    assert all(" root     root " in line for line in listing)
+    out = tmp_path / "extract"
+    out.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet", "--no-absolute-filenames"], cwd=out,
+                   input=initramfs.cpio(), check=True)
+    assert (out / "init").read_bytes() == b"#!/bin/sh\necho hi\n"
+
+
+def test_initramfs_refuses_paths_out_of_its_tree() -> None:
+    initramfs = Initramfs()
+    with pytest.raises(ValueError):
+        initramfs.file("../etc/passwd", b"")
+    initramfs.file("etc/passwd", b"")
+    with pytest.raises(ValueError, match="twice"):
+        initramfs.file("etc/passwd", b"")
