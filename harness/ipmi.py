@@ -131,12 +131,14 @@ class IPMITool:
     def power_off(self) -> None:
         self.run("chassis", "power", "off")
 
-    def power_cycle(self) -> None:
-        """Off then on. From off, IPMI refuses `cycle`; then it is a plain power on."""
+    def power_cycle(self, off_timeout: float = 30.0) -> None:
+        """Off, wait until the BMC reports off, then on: a new power-on every time.
+        (ipmi_sim answers `chassis power cycle` of a machine that just reset itself,
+        e.g. Xen rebooting after a dom0 crash, without restarting it.)"""
         if self.power_status():
-            self.run("chassis", "power", "cycle")
-        else:
-            self.power_on()
+            self.power_off()
+            self.wait_power(False, off_timeout)
+        self.power_on()
 
     def wait_power(self, on: bool, timeout: float, poll: float = 1.0) -> float:
         """Poll until the chassis reports `on`; return the seconds it took."""
