@@ -109,7 +109,8 @@ def _print_status(lab: Lab) -> None:
 
 def cmd_power(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    ipmi = IPMITool(lab.host(args.host).bmc)
+    spec = lab.host(args.host)
+    ipmi = IPMITool(spec.bmc)
     if args.action == "status":
         print(f"{args.host}: power {'on' if ipmi.power_status() else 'off'}")
         return 0
@@ -117,7 +118,7 @@ def cmd_power(args: argparse.Namespace) -> int:
         "on": ipmi.power_on, "off": ipmi.power_off, "cycle": ipmi.power_cycle,
     }[args.action]
     action()
-    took = ipmi.wait_power(args.action != "off", timeout=30 * lab.timeout_factor)
+    took = ipmi.wait_power(args.action != "off", timeout=lab.timeouts(spec)["bmc_power_state"])
     print(f"{args.host}: power {'off' if args.action == 'off' else 'on'} ({took:.1f} s)")
     return 0
 

@@ -72,6 +72,9 @@ class Host:
         self._watch_lock = threading.Lock()
         self._watch_thread: threading.Thread | None = None
         self._watch_stop = threading.Event()
+        power = target.get_driver("PowerProtocol", activate=False)
+        if hasattr(power, "state_timeout"):  # ours: the table's wait, scaled for this host
+            power.state_timeout = self.timeouts["bmc_power_state"]
         self.strategy = XenBootStrategy(target, "xen-boot")  # type: ignore[call-arg]
         self.strategy.host = self
         self.booted: BootedXen | None = None

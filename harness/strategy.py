@@ -154,7 +154,8 @@ class XenBootStrategy(Strategy):
                     continue
                 try:
                     match = stream.expect([stage.pattern], timeouts[stage.timeout],
-                                          watcher=watcher)
+                                          watcher=watcher,
+                                          dump_wait=timeouts["console_crash_dump"])
                 except ConsoleCrash as crash:
                     raise BootFailed(f"{host.name}: crashed during boot, before stage "
                                      f"'{stage.name}': {crash}") from crash

@@ -23,7 +23,7 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "ssh_after_power_cycle": (600, "sshd answering after a power cycle (osstest: 600 s)"),
     "command": (60, "an ordinary command on a host"),
     "package_install": (600, "installing a build's packages on a host"),
-    "console_crash_dump": (10, "the rest of a crash dump after a panic is seen"),
+    "console_crash_dump": (5, "the rest of a crash dump after a panic is seen"),
     "debug_keys": (20, "Xen's output after debug keys are sent"),
     "xl_create": (100, "`xl create` of a guest to return (osstest: 100 s)"),
     "guest_boot": (40, "a created guest to be up: ready on its console, SSH (osstest: 40 s)"),

@@ -88,7 +88,7 @@ class IPMIPowerDriver(Driver, PowerResetMixin, PowerProtocol):
     @Driver.check_active
     @step()
     def cycle(self) -> None:
-        self._tool().power_cycle()
+        self._tool().power_cycle(off_timeout=self.state_timeout)
         self._tool().wait_power(True, self.state_timeout)
 
     @Driver.check_active
