@@ -132,7 +132,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             lab = load_lab(metafunc.config.getoption("--lab"), check_files=False)
             selected = metafunc.config.getoption("--hosts")
             names = [spec.name for spec in lab.select(selected.split(",") if selected else None)]
-            metafunc.parametrize(fixture, names, indirect=True, scope="session")
+            # No scope= here: pytest would make the fixture session-scoped, and a test
+            # after a crash would get the cached host without the recovery check.
+            metafunc.parametrize(fixture, names, indirect=True)
 
 
 class BootedHosts:
