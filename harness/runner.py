@@ -45,13 +45,12 @@ class RunOutcome:
     tally: dict[str, int]
 
 
-def _start_vlab(lab_path: Path) -> bool:
+def _start_vlab(lab: Lab) -> bool:
     """Build (cached) and start the virtual lab; True if it was not running before."""
     from .vlab import control
     from .vlab.builds import fetch_builds
     from .vlab.image import build_image
 
-    lab = load_lab(lab_path, check_files=False)
     was_down = not any(control.host_status(host).bmc_running
                        for host in control.virtual_hosts(lab))
     image = build_image(cache_dir())
@@ -84,8 +83,9 @@ def run(
 ) -> RunOutcome:
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-    virtual = "vlab" in load_lab(lab_path, check_files=False).options
-    started_vlab = virtual and _start_vlab(lab_path)
+    # Key and password files of the virtual lab exist only once it is up.
+    unchecked = load_lab(lab_path, check_files=False)
+    started_vlab = "vlab" in unchecked.options and _start_vlab(unchecked)
     try:
         lab = load_lab(lab_path)
         selected = lab.select(hosts)  # unknown host names fail here
@@ -115,7 +115,7 @@ def run(
         if started_vlab and not keep_up:
             from .vlab import control
 
-            control.down(load_lab(lab_path, check_files=False))
+            control.down(unchecked)
     results = read_results(reports / "allure-results")
     html = write_html(reports, f"xen-hil run {run_id} ({profile}, lab {lab.name})", results)
     return RunOutcome(exit_code, reports, html, dict(counts(results)))
