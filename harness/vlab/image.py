@@ -53,6 +53,11 @@ PACKAGES = (
     # Not Xen, but every Xen build's tools need it, and installing it with the build
     # (byte-compiling the standard library under TCG) took minutes per host.
     "python3",
+    # What the scenarios use on a host besides the build: sos collects support bundles,
+    # NBD gives two hosts one disk for migration.
+    "sosreport",
+    "nbd-client",
+    "nbd-server",
 )
 DISK_SIZE = 6 * 1024**3
 PART_OFFSET = 1024**2  # the partition starts at 1 MiB; GRUB's core image sits before it
