@@ -54,10 +54,11 @@ PACKAGES = (
     # (byte-compiling the standard library under TCG) took minutes per host.
     "python3",
     # What the scenarios use on a host besides the build: sos collects support bundles,
-    # NBD gives two hosts one disk for migration.
+    # NBD gives two hosts one disk for migration; vif-nat guests need iptables.
     "sosreport",
     "nbd-client",
     "nbd-server",
+    "iptables",
 )
 DISK_SIZE = 6 * 1024**3
 PART_OFFSET = 1024**2  # the partition starts at 1 MiB; GRUB's core image sits before it
