@@ -54,11 +54,13 @@ PACKAGES = (
     # (byte-compiling the standard library under TCG) took minutes per host.
     "python3",
     # What the scenarios use on a host besides the build: sos collects support bundles,
-    # NBD gives two hosts one disk for migration; vif-nat guests need iptables.
+    # NBD gives two hosts one disk for migration; vif-nat guests need iptables; Xen's
+    # vif-route and vif-nat call ifconfig, which no Debian Xen package depends on.
     "sosreport",
     "nbd-client",
     "nbd-server",
     "iptables",
+    "net-tools",
 )
 DISK_SIZE = 6 * 1024**3
 PART_OFFSET = 1024**2  # the partition starts at 1 MiB; GRUB's core image sits before it
