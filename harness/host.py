@@ -21,7 +21,7 @@ from .build import XenBuild
 from .com1 import Com1Recorder, Com1Stream
 from .console_watch import ConsoleWatcher
 from .errors import ProductFailure
-from .install import install_build
+from .install import install_build, installed_entry
 from .lab import HostSpec, Lab
 from .remote import CommandResult, RemoteHost, SSHUnavailable, Transcript
 from .strategy import BootTimeline, Status, XenBootStrategy
@@ -179,6 +179,25 @@ class Host:
         log.info("%s: Xen %s booted (%s), dom0 kernel %s", self.name, booted.xen_version,
                  build.label, booted.dom0_kernel)
         return booted
+
+    def adopt_running_build(self, build: XenBuild) -> BootedXen | None:
+        """Take the host as it is if it already runs `build` (installed exactly, its Xen
+        version running); None otherwise. No power cycle: for iterating on scenarios."""
+        try:
+            self.remote.wait_ready(timeout=5, interval=1)
+        except SSHUnavailable:
+            return None
+        if installed_entry(self.remote, self.spec, build) is None:
+            return None
+        info = parse_xl_info(self.run("xl info", check=False).stdout)
+        if not info.get("xen_version", "").startswith(build.xen_version):
+            return None
+        timeline = BootTimeline(self.name)
+        timeline.seen["reused"] = "already running the build; not power cycled this session"
+        self.booted = BootedXen(build, info["xen_version"], info, timeline)
+        log.info("%s: already runs Xen %s of %s: reused without a power cycle", self.name,
+                 info["xen_version"], build.label)
+        return self.booted
 
     def ensure_shell(self) -> None:
         """SSH must answer; a host that does not is power cycled into whatever it has."""

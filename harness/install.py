@@ -43,18 +43,31 @@ class Distro:
                     f"-o Dpkg::Options::=--force-confold {quoted}")
         return f"zypper --non-interactive install --oldpackage --allow-unsigned-rpm {quoted}"
 
+    def installed_versions(self, names: list[str]) -> str:
+        """Shell printing `name version` for each of these packages installed."""
+        quoted = " ".join(shlex.quote(name) for name in names)
+        if self.family == "debian":
+            return (f"dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' "
+                    f"{quoted} 2>/dev/null | awk '$3 == \"ii\" {{print $1, $2}}'")
+        return f"rpm -q --qf '%{{NAME}} %{{VERSION}}-%{{RELEASE}}\\n' {quoted} 2>/dev/null"
+
+    @staticmethod
+    def setting_line(key: str, value: str) -> str:
+        return f"{key}={shlex.quote(value)}"
+
     def grub_settings(self, settings: dict[str, str]) -> str:
         """Shell that sets these /etc/default/grub variables (GRUB_DEFAULT, ...)."""
         if self.family == "debian":
             # A drop-in read after /etc/default/grub and Debian's own grub.d/xen.cfg.
-            body = "".join(f"{key}={shlex.quote(value)}\n" for key, value in settings.items())
+            body = "".join(self.setting_line(key, value) + "\n"
+                           for key, value in settings.items())
             header = "# Written by xen-hil: the Xen build under test boots by default.\n"
             return (f"printf %s {shlex.quote(header + body)} > "
                     f"{shlex.quote(self.grub_defaults_file)}")
         # SUSE has no grub.d drop-ins: replace or append the lines in /etc/default/grub.
         commands = []
         for key, value in settings.items():
-            line = shlex.quote(f"{key}={shlex.quote(value)}")
+            line = shlex.quote(self.setting_line(key, value))
             commands.append(
                 f"(grep -q '^{key}=' /etc/default/grub && "
                 f"sed -i 's|^{key}=.*|'{line}'|' /etc/default/grub || "
@@ -100,10 +113,37 @@ def _grub_entries(remote: RemoteHost, distro: Distro) -> list[GrubEntry]:
     return parse_grub_cfg(remote.run(f"cat {distro.grub_cfg}").stdout)
 
 
+def installed_entry(remote: RemoteHost, spec: HostSpec, build: XenBuild) -> GrubEntry | None:
+    """The Xen entry of `build` if the host has it installed already, exactly: every
+    package at the build's version, and GRUB set up by us to boot it with this lab's
+    Xen command line. None if anything differs."""
+    distro = DISTROS[spec.family]
+    wanted = {package.name: package.version for package in build.packages}
+    output = remote.run(distro.installed_versions(sorted(wanted)), check=False).stdout
+    installed = dict(line.split()[:2] for line in output.splitlines() if len(line.split()) > 1)
+    if installed != wanted:
+        return None
+    try:
+        entry = find_xen_entry(_grub_entries(remote, distro), hypervisor_image(build))
+    except GrubEntryNotFound:
+        return None
+    settings = remote.run(f"cat {shlex.quote(distro.grub_defaults_file)}", check=False).stdout
+    lines = set(settings.splitlines())
+    expected = {distro.setting_line("GRUB_DEFAULT", entry.default_path),
+                distro.setting_line("GRUB_CMDLINE_XEN_DEFAULT", xen_cmdline(spec))}
+    return entry if expected <= lines else None
+
+
 def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
                   timeout: float) -> GrubEntry:
-    """Install `build` on the host and make its Xen entry the next boot; return the entry."""
+    """Install `build` on the host and make its Xen entry the next boot; return the entry.
+    A host that has exactly this build installed already is left as it is."""
     distro = DISTROS[spec.family]
+    entry = installed_entry(remote, spec, build)
+    if entry is not None:
+        log.info("%s: %s is installed already; next boot: %s", spec.name, build.label,
+                 entry.title)
+        return entry
     remote.run(f"rm -rf {STAGING_DIR} && mkdir -p {STAGING_DIR}")
     files = []
     for package in build.packages:

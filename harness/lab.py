@@ -10,6 +10,7 @@ Every problem is reported as one ConfigError naming the file, the host and the f
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ HOST_OPTIONS = {
     "ssh_key_file": str,
     "ssh_host_key_file": str,
     "link_address": str,
+    "routed_guest_network": str,
+    "nat_guest_network": str,
 }
 
 
@@ -67,6 +70,9 @@ class HostSpec:
     dom0_mem: str = "1024M,max:1024M"
     xen_cmdline_extra: str = ""
     link_address: str | None = None
+    # Where routed (vif-route) and NAT (vif-nat) guests of this host get addresses.
+    routed_guest_network: ipaddress.IPv4Network | None = None
+    nat_guest_network: ipaddress.IPv4Network | None = None
 
 
 @dataclass(frozen=True)
@@ -269,4 +275,18 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
         dom0_mem=str(options.get("dom0_mem", "1024M,max:1024M")),
         xen_cmdline_extra=str(options.get("xen_cmdline_extra", "")),
         link_address=options.get("link_address"),
+        routed_guest_network=_network(check, options, "routed_guest_network", where),
+        nat_guest_network=_network(check, options, "nat_guest_network", where),
     )
+
+
+def _network(check: _Checker, options: Mapping[str, Any], key: str,
+             where: str) -> ipaddress.IPv4Network | None:
+    value = options.get(key)
+    if value is None:
+        return None
+    try:
+        return ipaddress.IPv4Network(value)
+    except ValueError as error:
+        raise check.fail(f"{where}: {key}", f"not an IPv4 network like 203.0.113.0/28: "
+                                            f"{error}") from None

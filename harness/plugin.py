@@ -9,8 +9,11 @@ Fixtures, each built on the one before:
   lab_host   one host answering SSH, whatever it runs (tests run once per host)
   xen_host   one host booted into the build (tests using it run once per host)
   guest_image  the test guest (Debian kernel + initramfs), built once and cached
-  pv_guest   a factory: `pv_guest(on=host) -> Guest`, a PV guest created and up; every
-             guest it made is destroyed after the test, even on failure
+  xen_host_pair  two hosts booted into the build (tests using it run once)
+  figures    `figures.add(name, value, unit)`: what the test measured, in its report
+  guests     a factory: `guests(on=host) -> Guest`, a guest created and up; every
+             guest it made is destroyed after the test, even on failure, and anything
+             else the test left on a host (domain, vif, xenstore path, ...) fails it
 Markers: area(name), bug(ref, ...), needs(capability).
 Per test, attached to the allure report: the com1 slice of every host, the transcript
 of every command, the boot timeline. Product failures are `failed`, lab breakage is
@@ -35,10 +38,13 @@ from . import drivers  # noqa: F401  (registers our labgrid resources and driver
 from .build import XenBuild, load_build
 from .com1 import Com1Mark
 from .errors import ConfigError
+from .figures import Figures
 from .guests.guest import GuestAddresses, GuestFactory, GuestFailed, public_key_line
 from .guests.image import GuestImage, build_guest_image
 from .host import Host
 from .lab import DEFAULT_LAB, Lab, load_lab
+from .leaks import Leaked
+from .network import diagnosis
 from .paths import cache_dir, expand
 from .remote import Transcript
 
@@ -62,6 +68,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma-separated hosts of the lab to use (default: all)")
     group.addoption("--run-id", default=None,
                     help="name of this run's reports directory (default: a timestamp)")
+    group.addoption("--reuse-booted", action="store_true",
+                    help="use a host that already runs the build as it is, without "
+                         "installing or power cycling (to iterate on scenarios; a run "
+                         "for the record boots every host fresh)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -126,26 +136,38 @@ def build(request: pytest.FixtureRequest, lab: Lab) -> XenBuild:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that uses `xen_host` or `lab_host` runs once for every selected host."""
-    for fixture in ("xen_host", "lab_host"):
-        if fixture in metafunc.fixturenames:
-            lab = load_lab(metafunc.config.getoption("--lab"), check_files=False)
-            selected = metafunc.config.getoption("--hosts")
-            names = [spec.name for spec in lab.select(selected.split(",") if selected else None)]
-            # No scope= here: pytest would make the fixture session-scoped, and a test
-            # after a crash would get the cached host without the recovery check.
+    """A test that uses `xen_host` or `lab_host` runs once for every selected host; one
+    that uses `xen_host_pair` runs once, on the first two."""
+    wanted = [name for name in ("xen_host", "lab_host", "xen_host_pair")
+              if name in metafunc.fixturenames]
+    if not wanted:
+        return
+    lab = load_lab(metafunc.config.getoption("--lab"), check_files=False)
+    selected = metafunc.config.getoption("--hosts")
+    names = [spec.name for spec in lab.select(selected.split(",") if selected else None)]
+    for fixture in wanted:
+        # No scope= here: pytest would make the fixture session-scoped, and a test
+        # after a crash would get the cached host without the recovery check.
+        if fixture == "xen_host_pair":
+            pairs = [(names[0], names[1])] if len(names) > 1 else [(names[0], "")]
+            metafunc.parametrize(fixture, pairs, indirect=True,
+                                 ids=[f"{a}-{b}" if b else a for a, b in pairs])
+        else:
             metafunc.parametrize(fixture, names, indirect=True)
 
 
 class BootedHosts:
     """Installs and boots the build on a host the first time a test asks for it."""
 
-    def __init__(self, run: XenhilRun, build: XenBuild) -> None:
+    def __init__(self, run: XenhilRun, build: XenBuild, reuse: bool = False) -> None:
         self.run = run
         self.build = build
+        self.reuse = reuse
 
     def get(self, name: str) -> Host:
         host = self.run.hosts[name]
+        if host.booted is None and self.reuse and host.adopt_running_build(self.build):
+            return host
         if host.booted is None or host.booted.build != self.build:
             with allure.step(f"install {self.build.label} on {name} and boot it"):
                 host.boot_build(self.build)
@@ -156,8 +178,9 @@ class BootedHosts:
 
 
 @pytest.fixture(scope="session")
-def booted_hosts(xenhil: XenhilRun, build: XenBuild) -> BootedHosts:
-    return BootedHosts(xenhil, build)
+def booted_hosts(request: pytest.FixtureRequest, xenhil: XenhilRun,
+                 build: XenBuild) -> BootedHosts:
+    return BootedHosts(xenhil, build, reuse=request.config.getoption("--reuse-booted"))
 
 
 @pytest.fixture
@@ -174,6 +197,16 @@ def xen_host(request: pytest.FixtureRequest, booted_hosts: BootedHosts) -> Host:
     """A host running the build under test: installed and booted once a session,
     power cycled back into it when an earlier test left it crashed or broken."""
     return booted_hosts.get(request.param)
+
+
+@pytest.fixture
+def xen_host_pair(request: pytest.FixtureRequest,
+                  booted_hosts: BootedHosts) -> tuple[Host, Host]:
+    """Two hosts booted into the build, for scenarios between hosts."""
+    first, second = request.param
+    if not second:
+        pytest.skip(f"needs two hosts; only {first} is selected")
+    return booted_hosts.get(first), booted_hosts.get(second)
 
 
 @pytest.fixture(scope="session")
@@ -195,22 +228,29 @@ def guest_addresses() -> GuestAddresses:
 
 
 @pytest.fixture
-def pv_guest(request: pytest.FixtureRequest, guest_image: GuestImage,
-             guest_addresses: GuestAddresses) -> Iterator[GuestFactory]:
-    """`pv_guest(on=host, name=None, memory_mb=128, vcpus=1) -> Guest`: a PV guest,
+def guests(request: pytest.FixtureRequest, guest_image: GuestImage,
+           guest_addresses: GuestAddresses) -> Iterator[GuestFactory]:
+    """`guests(on=host, name=None, type="pv", network="bridge", ...) -> Guest`: a guest,
     created and up (ready on its console, answering SSH). After the test every guest
-    it made is destroyed, even on failure, and each one's console log is attached."""
+    it made is destroyed, even on failure, each one's console log is attached, and the
+    leak check runs on every host it used: anything new there fails the test."""
     test = request.node.originalname.removeprefix("test_").replace("_", "-")[:40]
     factory = GuestFactory(guest_image, guest_addresses, prefix=test)
     try:
         yield factory
     finally:
         # The test's evidence is attached already: the cleanup keeps a transcript of its own.
-        cleanup, hosts = Transcript(), {guest.host for guest in factory}
+        cleanup, hosts = Transcript(), {guest.host for guest in factory} | factory.hosts
         for host in hosts:
             host.transcripts.append(cleanup)
+        leaks = ""
         try:
             problems = factory.destroy_all()
+            if not problems:  # with guests left, what else is left says little
+                try:
+                    factory.leak_check.verify()
+                except Leaked as leaked:
+                    leaks = str(leaked)
         finally:
             for host in hosts:
                 host.transcripts.remove(cleanup)
@@ -226,8 +266,24 @@ def pv_guest(request: pytest.FixtureRequest, guest_image: GuestImage,
                           name=f"{guest.name} console ({guest.host.name})",
                           attachment_type=allure.attachment_type.TEXT)
         factory.close()
+        if problems or leaks:
+            for host in sorted(hosts, key=lambda host: host.name):
+                allure.attach(diagnosis(host), name=f"{host.name} guests and network",
+                              attachment_type=allure.attachment_type.TEXT)
         if problems:
             raise GuestFailed("guests left behind: " + "; ".join(problems))
+        if leaks:
+            raise Leaked(leaks)
+
+
+FIGURES = pytest.StashKey[Figures]()
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    """`figures.add(name, value, unit)`: a figure the test measured, for its report."""
+    request.node.stash[FIGURES] = Figures(request.node)
+    return request.node.stash[FIGURES]
 
 
 @dataclass
@@ -305,10 +361,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if report.failed:
         broken = call.excinfo is not None and not call.excinfo.errisinstance(AssertionError)
         item.user_properties.append(("xenhil_outcome", "broken" if broken else "failed"))
+        _attach_guest_diagnosis(item)
         if evidence is not None:
             _dump_xen_state(evidence.run)
     if evidence is not None:
         evidence.attach()
+    measured = item.stash.get(FIGURES, None)
+    if measured is not None and measured.values and report.when == "call":
+        allure.attach(measured.render(), name="figures",
+                      attachment_type=allure.attachment_type.TEXT)
+
+
+def _attach_guest_diagnosis(item: pytest.Item) -> None:
+    """With the test's guests still there: dom0's guest and network state and the
+    hotplug logs of every host they ran on."""
+    factory = getattr(item, "funcargs", {}).get("guests")
+    if not isinstance(factory, GuestFactory):
+        return
+    for host in sorted(factory.hosts, key=lambda host: host.name):
+        try:
+            text = diagnosis(host)
+        except Exception as error:  # the failure itself must still be reported
+            text = f"(diagnosis not collected: {error})"
+        allure.attach(text, name=f"{host.name} guests and network",
+                      attachment_type=allure.attachment_type.TEXT)
 
 
 def _dump_xen_state(run: XenhilRun) -> None:

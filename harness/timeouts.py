@@ -29,6 +29,8 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "guest_boot": (40, "a created guest to be up: ready on its console, SSH (osstest: 40 s)"),
     "xl_shutdown": (200, "`xl shutdown -w` of a guest to return (osstest: 200 s)"),
     "xl_destroy": (40, "`xl destroy` of a guest to return (osstest: 40 s)"),
+    "leak_settle": (20, "a destroyed guest's devices and xenstore paths to go"),
+    "tcp_transfer": (120, "a test's TCP transfer between guest and host to finish"),
 }
 
 

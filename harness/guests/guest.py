@@ -23,8 +23,10 @@ from pathlib import Path
 
 import paramiko
 
-from ..errors import InfrastructureError, ProductFailure
+from ..errors import ConfigError, InfrastructureError, ProductFailure
 from ..host import Host
+from ..leaks import LeakCheck
+from ..network import PingStats, parse_ping
 from ..remote import CommandResult
 from ..xl import parse_xl_list
 from .image import ERROR_MARKER, READY_MARKER, GuestImage
@@ -36,6 +38,7 @@ GUEST_FILES_DIR = "/var/lib/xen/images/xenhil"  # kernel and initramfs on dom0
 CONFIG_DIR = "/etc/xen/xenhil"
 CONSOLE_LOG_DIR = "/var/log/xen/console"  # xenconsoled's default --log-dir
 BRIDGE = "xenbr0"
+ROUTE_NETDEV = "eth0"  # vif-route's and vif-nat's default `netdev`
 MAC_PREFIX = "00:16:3e"  # Xen's OUI; the other three bytes: a per-run base + a counter
 FIRST_HOST, LAST_HOST = 101, 250  # guest addresses: these host numbers of the network
 DEFAULT_MEMORY_MB = 128
@@ -61,6 +64,11 @@ class GuestFailed(ProductFailure):
     """A guest did not do what Xen promises: come up, shut down, go away."""
 
 
+# How a guest's vif reaches the world: the hotplug script dom0 runs for it.
+NETWORK_SCRIPTS = {"bridge": "vif-bridge", "route": "vif-route", "nat": "vif-nat"}
+GUEST_TYPES = ("pv", "pvh")  # both boot the test guest's kernel directly
+
+
 @dataclass(frozen=True)
 class GuestConfig:
     """What the xl config of a test guest says."""
@@ -73,11 +81,20 @@ class GuestConfig:
     memory_mb: int = DEFAULT_MEMORY_MB
     vcpus: int = 1
     bridge: str = BRIDGE
+    type: str = "pv"
+    network: str = "bridge"  # a key of NETWORK_SCRIPTS
+    gateway: str | None = None  # the guest's default route (routed and NAT guests)
 
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
             raise ValueError(f"bad guest name {self.name!r}: letters, digits, '_', '.', "
                              "'-', at most 63")
+        if self.type not in GUEST_TYPES:
+            raise ValueError(f"guest type {self.type!r}: the test guest boots as "
+                             f"{' or '.join(GUEST_TYPES)}")
+        if self.network not in NETWORK_SCRIPTS:
+            raise ValueError(f"guest network {self.network!r}: one of "
+                             f"{', '.join(NETWORK_SCRIPTS)}")
 
     @property
     def ip(self) -> str:
@@ -86,20 +103,28 @@ class GuestConfig:
     @property
     def extra(self) -> str:
         """The guest kernel's command line: console, and what the guest's /init reads."""
-        return f"console=hvc0 xenhil.name={self.name} xenhil.ip={self.address}"
+        extra = f"console=hvc0 xenhil.name={self.name} xenhil.ip={self.address}"
+        return extra + (f" xenhil.gw={self.gateway}" if self.gateway else "")
+
+    @property
+    def vif(self) -> str:
+        if self.network == "bridge":
+            return f"mac={self.mac},bridge={self.bridge}"
+        # the routing scripts take the guest's address from the vif's ip= key
+        return f"mac={self.mac},script={NETWORK_SCRIPTS[self.network]},ip={self.ip}"
 
     def render(self) -> str:
         """The xl config file (xl.cfg(5))."""
         return (
             f"# xen-hil test guest (harness/guests)\n"
             f'name = "{self.name}"\n'
-            f'type = "pv"\n'
+            f'type = "{self.type}"\n'
             f'kernel = "{self.kernel}"\n'
             f'ramdisk = "{self.ramdisk}"\n'
             f'extra = "{self.extra}"\n'
             f"memory = {self.memory_mb}\n"
             f"vcpus = {self.vcpus}\n"
-            f'vif = [ "mac={self.mac},bridge={self.bridge}" ]\n'
+            f'vif = [ "{self.vif}" ]\n'
             # a crashed guest stays for inspection; the harness destroys it
             f'on_crash = "preserve"\n'
         )
@@ -112,13 +137,16 @@ def guest_mac(base: int, index: int) -> str:
 
 
 def guest_address(network: ipaddress.IPv4Network, index: int) -> ipaddress.IPv4Interface:
-    """The address of a run's `index`th guest: host numbers FIRST_HOST..LAST_HOST of
-    `network`, in turn."""
-    count = LAST_HOST - FIRST_HOST + 1
-    if network.num_addresses < LAST_HOST + 2:
-        raise InfrastructureError(f"guest network {network} is too small: guests use host "
-                                  f"numbers {FIRST_HOST}-{LAST_HOST}")
-    address = network.network_address + FIRST_HOST + index % count
+    """The address of a run's `index`th guest on `network`, in turn. On a bridge's
+    network (shared with the dom0s) guests take host numbers FIRST_HOST..LAST_HOST; a
+    network of the guests alone (routed, NAT) is theirs from its first host number."""
+    if network.num_addresses >= LAST_HOST + 2:
+        first, count = FIRST_HOST, LAST_HOST - FIRST_HOST + 1
+    elif network.num_addresses >= 4:
+        first, count = 1, network.num_addresses - 2
+    else:
+        raise InfrastructureError(f"guest network {network} is too small for guests")
+    address = network.network_address + first + index % count
     return ipaddress.IPv4Interface(f"{address}/{network.prefixlen}")
 
 
@@ -189,7 +217,10 @@ class Guest:
         # xenconsoled appends to the log of an earlier guest of the same name
         self.console_offset = self._console_size()
         started = time.monotonic()
-        self._xl(f"xl create {self.config_path}", "xl_create", "was not created")
+        try:
+            self._xl(f"xl create {self.config_path}", "xl_create", "was not created")
+        except GuestFailed as failure:
+            raise GuestFailed(f"{failure}\n{self.hotplug_log()}") from None
         self.created_seconds = time.monotonic() - started
         self.wait_until_up(started)
         log.info("%s: guest %s up: xl create %.1f s, ready marker after %.1f s, SSH after "
@@ -267,6 +298,53 @@ class Guest:
             self._sftp_session.close()
             self._sftp_session = self._sftp_client = None
 
+    def hotplug_log(self, lines: int = 40) -> str:
+        """The end of what libxl and the hotplug scripts logged about this guest."""
+        result = self.host.run(
+            f"for f in /var/log/xen/xl-{self.name}.log /var/log/xen/xen-hotplug.log; do "
+            f"[ -e $f ] && echo \"== $f\" && tail -n {lines} $f; done", check=False)
+        return result.stdout.strip()
+
+    def domid(self) -> int:
+        return int(self.host.run(f"xl domid {self.name}").stdout.strip())
+
+    def vif(self, devid: int = 0) -> str:
+        """The name of the guest's vif `devid` in dom0 (vif<domid>.<devid>)."""
+        return f"vif{self.domid()}.{devid}"
+
+    def ping(self, target: str, count: int, interval: float = 1.0) -> PingStats:
+        """The guest pings `target` (busybox ping); its summary, whatever the loss."""
+        deadline = int(count * interval + 10)
+        result = self.run(f"ping -q -c {count} -i {interval} -w {deadline} {target}",
+                          check=False, timeout=deadline + self.host.timeouts["command"])
+        return parse_ping(result.stdout + result.stderr)
+
+    def send_zeros(self, target: str, port: int, size: int, timeout: float) -> None:
+        """Send `size` bytes over TCP to `target`:`port` (a TcpSink)."""
+        self.run(f"dd if=/dev/zero bs=65536 count={size // 65536} 2>/dev/null "
+                 f"| nc {target} {port}", timeout=timeout)
+
+    def interfaces(self) -> dict[str, str]:
+        """The guest's network interfaces: name -> MAC."""
+        output = self.run("for i in /sys/class/net/*; do echo ${i##*/} $(cat $i/address); "
+                          "done").stdout
+        return dict(line.split() for line in output.splitlines() if len(line.split()) == 2)
+
+    def network_attach(self, mac: str, bridge: str = BRIDGE) -> None:
+        """`xl network-attach`: a new vif on `bridge`, hot-plugged."""
+        self._xl(f"xl network-attach {self.name} mac={mac},bridge={bridge}", "xl_create",
+                 "got no new vif")
+
+    def network_detach(self, mac: str) -> None:
+        """`xl network-detach` of the vif with `mac`."""
+        self._xl(f"xl network-detach {self.name} {mac}", "xl_destroy",
+                 "did not let its vif go")
+
+    def network_devices(self) -> list[str]:
+        """`xl network-list`: the MACs of the guest's vifs, as the toolstack sees them."""
+        output = self.host.run(f"xl network-list {self.name}").stdout
+        return re.findall(r"\b(?:[0-9a-f]{2}:){5}[0-9a-f]{2}\b", output)
+
     def answers_ping(self, count: int = 3) -> bool:
         """dom0 pings the guest; every reply must come."""
         return self.host.run(f"ping -c {count} -W 2 {self.ip}", check=False).ok
@@ -323,18 +401,31 @@ class GuestFactory:
         self.addresses = addresses
         self.prefix = prefix
         self.guests: list[Guest] = []
+        self.hosts: set[Host] = set()  # every host a guest was made on (or tried)
+        self.leak_check = LeakCheck()
         self._networks: dict[str, ipaddress.IPv4Network] = {}
 
     def __call__(self, on: Host, *, name: str | None = None,
-                 memory_mb: int = DEFAULT_MEMORY_MB, vcpus: int = 1) -> Guest:
-        """A PV guest on host `on`, created and up (ready marker, SSH)."""
-        network = self._prepare(on)
-        mac, address = self.addresses.next(network)
+                 memory_mb: int = DEFAULT_MEMORY_MB, vcpus: int = 1, type: str = "pv",
+                 network: str = "bridge", bridge: str = BRIDGE) -> Guest:
+        """A guest on host `on`, created and up (ready marker, SSH). `network`: bridge
+        (on `bridge`), route or nat (vif-route, vif-nat: on the host's routed or NAT
+        guest network from the lab file)."""
+        bridge_net = self._prepare(on)
+        guest_net, gateway = bridge_net, None
+        if network != "bridge":
+            guest_net = guest_network(on, network)
+        mac, address = self.addresses.next(guest_net)
+        if network == "route":
+            gateway = route_gateway(on)
+        elif network == "nat":
+            gateway = nat_router(address)
         config = GuestConfig(
             name=name or f"{self.prefix}-{len(self.guests) + 1}",
             kernel=f"{GUEST_FILES_DIR}/{self.image.kernel.name}",
             ramdisk=f"{GUEST_FILES_DIR}/{self.image.initrd.name}",
-            address=address, mac=mac, memory_mb=memory_mb, vcpus=vcpus,
+            address=address, mac=mac, memory_mb=memory_mb, vcpus=vcpus, bridge=bridge,
+            type=type, network=network, gateway=gateway,
         )
         guest = Guest(config, on, self.image)
         earlier = [g for g in self.guests if (g.host, g.name) == (on, guest.name)]
@@ -347,6 +438,10 @@ class GuestFactory:
                         and guest.console_offset >= same_name.console_offset:
                     same_name.console_end = guest.console_offset
         return guest
+
+    def network_of(self, host: Host) -> ipaddress.IPv4Network:
+        """The network of the bridge `host`'s guests are on."""
+        return self._prepare(host)
 
     def __iter__(self) -> Iterator[Guest]:
         return iter(self.guests)
@@ -376,7 +471,9 @@ class GuestFactory:
             guest.close()
 
     def _prepare(self, host: Host) -> ipaddress.IPv4Network:
-        """Once per host and test: guest files on dom0, console logging, the bridge."""
+        """Once per host and test: guest files on dom0, console logging, the bridge,
+        and the host's state noted for the leak check."""
+        self.hosts.add(host)
         if host.name not in self._networks:
             upload_guest_files(host, self.image)
             ensure_console_logging(host)
@@ -385,8 +482,47 @@ class GuestFactory:
             if network is None:
                 raise InfrastructureError(f"{host.name}: no bridge {BRIDGE} with an IPv4 "
                                           "address: guests have no network")
+            self.leak_check.watch(host)
             self._networks[host.name] = network
         return self._networks[host.name]
+
+
+def guest_network(host: Host, network: str) -> ipaddress.IPv4Network:
+    """The lab's network for `host`'s routed or NAT guests."""
+    key = {"route": "routed_guest_network", "nat": "nat_guest_network"}[network]
+    value: ipaddress.IPv4Network | None = getattr(host.spec, key)
+    if value is None:
+        raise ConfigError(f"{host.lab.path}: host {host.name}: no {key}: {network} "
+                          "guests need addresses of their own (e.g. 203.0.113.0/28)")
+    return value
+
+
+def route_gateway(host: Host) -> str:
+    """Where a routed guest sends its traffic: vif-route gives the vif the address of
+    dom0's `netdev` (eth0 unless the script is told otherwise)."""
+    output = host.run(f"ip -o -4 addr show dev {ROUTE_NETDEV}", check=False).stdout
+    match = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", output)
+    if match is None:
+        raise InfrastructureError(f"{host.name}: vif-route gives routed guests the address "
+                                  f"of dom0's {ROUTE_NETDEV}, and it has none")
+    return match.group(1)
+
+
+def nat_router(address: str) -> str:
+    """The vif's address vif-nat assigns in dom0: the guest's, last byte + 127."""
+    ip = ipaddress.IPv4Interface(address).ip
+    if ip.packed[-1] + 127 > 254:
+        raise ValueError(f"NAT guest address {ip}: vif-nat's router would be past .254")
+    return str(ip + 127)
+
+
+def device_models(host: Host) -> dict[str, bool]:
+    """The device model paths libxenlight on the host names (what it execs for HVM
+    guests) -> whether each exists."""
+    found = host.run("grep -aoh '/[[:alnum:]/_.-]*qemu-system-i386' "
+                     "/usr/lib*/libxenlight.so.* /usr/lib*/*/libxenlight.so.* "
+                     "2>/dev/null | sort -u", check=False).stdout.split()
+    return {path: host.run(f"test -x {path}", check=False).ok for path in found}
 
 
 def upload_guest_files(host: Host, image: GuestImage) -> None:

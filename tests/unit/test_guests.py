@@ -90,8 +90,13 @@ def test_addresses_cycle_through_the_guest_range() -> None:
     assert str(guest_address(NETWORK, 0)) == "198.51.100.101/24"
     assert str(guest_address(NETWORK, 149)) == "198.51.100.250/24"
     assert str(guest_address(NETWORK, 150)) == "198.51.100.101/24"
+    # a network of the guests alone (routed, NAT): from its first host number
+    routed = ipaddress.IPv4Network("203.0.113.16/28")
+    assert str(guest_address(routed, 0)) == "203.0.113.17/28"
+    assert str(guest_address(routed, 13)) == "203.0.113.30/28"
+    assert str(guest_address(routed, 14)) == "203.0.113.17/28"
     with pytest.raises(InfrastructureError, match="too small"):
-        guest_address(ipaddress.IPv4Network("198.51.100.0/25"), 0)
+        guest_address(ipaddress.IPv4Network("198.51.100.0/31"), 0)
 
 
 def test_a_run_hands_out_distinct_macs_and_addresses() -> None:

@@ -117,6 +117,16 @@ def test_options_for_a_host_without_target(tmp_path: Path) -> None:
         load_lab(write_lab(tmp_path, data), check_files=False)
 
 
+def test_guest_networks_are_read_and_checked(tmp_path: Path) -> None:
+    lab = load_lab(DEFAULT_LAB, check_files=False)
+    assert str(lab.hosts["vlab2"].routed_guest_network) == "203.0.113.16/28"
+    data = vlab_data()
+    data["xenhil"]["hosts"]["vlab1"]["routed_guest_network"] = "203.0.113.5/28"
+    with pytest.raises(ConfigError, match=r"host vlab1: routed_guest_network: not an IPv4 "
+                                          r"network like 203.0.113.0/28: .*host bits set"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
 def test_bad_family(tmp_path: Path) -> None:
     data = vlab_data()
     data["xenhil"]["hosts"]["vlab2"]["family"] = "gentoo"

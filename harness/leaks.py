@@ -1,0 +1,120 @@
+"""The leak check: what a test leaves behind on a host that was not there before.
+
+Before a test's first guest on a host, the harness notes the host's state; after the
+test's guests are destroyed it looks again. Anything new is a leak: a domain, a vif or
+tap device, a xenstore path of a domain, a loop device, a file in /var/run/xen or /tmp.
+Teardown in Xen is partly asynchronous (hotplug scripts, xenstore cleanup), so the check
+waits up to `leak_settle` for the new things to go before it calls them leaked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from .errors import ProductFailure
+from .host import Host
+
+log = logging.getLogger(__name__)
+
+# One shell script, one round trip: each section starts with "## name".
+SNAPSHOT = r"""
+echo '## domains'; xl list 2>/dev/null | awk 'NR > 1 && $1 != "Domain-0" {print $1}'
+echo '## network devices'; ls /sys/class/net | grep -E '^(vif|tap)' || true
+echo '## xenstore'
+for dir in /local/domain /vm /libxl; do
+    xenstore-list "$dir" 2>/dev/null | sed "s|^|$dir/|"
+done
+for type in $(xenstore-list /local/domain/0/backend 2>/dev/null); do
+    xenstore-list "/local/domain/0/backend/$type" 2>/dev/null \
+        | sed "s|^|/local/domain/0/backend/$type/|"
+done
+echo '## loop devices'; losetup -a 2>/dev/null || true
+echo '## files'; find /var/run/xen /tmp -xdev -mindepth 1 2>/dev/null || true
+"""
+SECTIONS = ("domains", "network devices", "xenstore", "loop devices", "files")
+# Xen's own files, written by the toolstack and kept on purpose: not a test's leak.
+# domid-history: libxl's record of recently used domain ids (4.15+), made at the first
+# domain's destruction.
+NOT_LEAKS = re.compile(r"^/var/run/xen/(domid-history)$")
+
+
+class Leaked(ProductFailure):
+    """A test left something behind on a host after its guests were destroyed."""
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What of a host's state a guest can leave behind: section -> items."""
+
+    sections: dict[str, frozenset[str]]
+
+    @classmethod
+    def parse(cls, output: str) -> HostState:
+        sections: dict[str, set[str]] = {name: set() for name in SECTIONS}
+        current: set[str] | None = None
+        for line in output.splitlines():
+            if line.startswith("## "):
+                current = sections.setdefault(line[3:].strip(), set())
+            elif current is not None and line.strip():
+                current.add(line.strip())
+        sections["files"] = {path for path in sections["files"]
+                             if not NOT_LEAKS.match(path)}
+        return cls({name: frozenset(items) for name, items in sections.items()})
+
+    def new_since(self, before: HostState) -> dict[str, list[str]]:
+        """What this state has that `before` had not, per section (sections with
+        nothing new left out)."""
+        new = {name: sorted(items - before.sections.get(name, frozenset()))
+               for name, items in self.sections.items()}
+        return {name: items for name, items in new.items() if items}
+
+
+def snapshot(host: Host) -> HostState:
+    return HostState.parse(host.run(SNAPSHOT, timeout=host.timeouts["command"]).stdout)
+
+
+def describe(host_name: str, new: dict[str, list[str]], limit: int = 10) -> str:
+    parts = []
+    for section, items in new.items():
+        shown = ", ".join(items[:limit]) + (f" and {len(items) - limit} more"
+                                            if len(items) > limit else "")
+        parts.append(f"{section}: {shown}")
+    return f"{host_name}: " + "; ".join(parts)
+
+
+class LeakCheck:
+    """Notes each host's state once (`watch`), and compares it at the end (`verify`)."""
+
+    def __init__(self) -> None:
+        self.before: dict[str, tuple[Host, HostState]] = {}
+
+    def watch(self, host: Host) -> None:
+        if host.name not in self.before:
+            self.before[host.name] = (host, snapshot(host))
+
+    def leaks(self) -> dict[str, dict[str, list[str]]]:
+        """Host name -> what is new there, after waiting for teardown to settle."""
+        found = {}
+        for name, (host, before) in self.before.items():
+            new: dict[str, list[str]] = {}
+
+            def settled(host: Host = host, before: HostState = before) -> bool:
+                nonlocal new
+                new = snapshot(host).new_since(before)
+                return not new
+
+            try:
+                host.wait_for("guest teardown to settle", settled,
+                              host.timeouts["leak_settle"], interval=2)
+            except TimeoutError:
+                found[name] = new
+        return found
+
+    def verify(self) -> None:
+        """Raise Leaked naming everything left behind, on every host watched."""
+        leaks = self.leaks()
+        if leaks:
+            raise Leaked("left behind after the test's guests were destroyed: "
+                         + " | ".join(describe(name, new) for name, new in leaks.items()))

@@ -1,0 +1,54 @@
+"""NAT networking (vif-nat): guests on a private network behind dom0.
+
+Procedure: vif-nat gives the vif the guest's address + 127 (the guest's router) and a
+host route to the guest; dom0 forwards and masquerades the guests' network on its way
+out (what Xen's network-nat does). The guest talks to its router and to another NAT
+guest on the host; a TCP connection to the other host's dom0 must arrive from this
+dom0's address, not the guest's. 100 pings at 0.2 s, under 1 % loss each.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.figures import Figures
+from harness.guests.guest import BRIDGE, GuestFactory
+from harness.host import Host
+from harness.network import check_pings, forwarding, masquerade, measure_transfer
+
+pytestmark = pytest.mark.area("networking")
+
+
+def nat_network(host: Host) -> str:
+    network = host.spec.nat_guest_network
+    if network is None:
+        pytest.skip(f"{host.name} has no nat_guest_network in the lab file")
+    return str(network)
+
+
+def test_nat_guests_talk_to_dom0_and_each_other(xen_host: Host, guests: GuestFactory,
+                                                figures: Figures) -> None:
+    nat_network(xen_host)
+    with forwarding(xen_host):
+        first = guests(on=xen_host, network="nat")
+        second = guests(on=xen_host, network="nat")
+        assert first.config.gateway is not None
+        check_pings(first, first.config.gateway, "NAT guest -> its router in dom0", figures)
+        check_pings(first, second.ip, "NAT guest -> NAT guest, same host", figures)
+
+
+def test_nat_guest_reaches_the_other_host_as_dom0(xen_host_pair: tuple[Host, Host],
+                                                  guests: GuestFactory,
+                                                  figures: Figures) -> None:
+    here, there = xen_host_pair
+    private = nat_network(here)
+    if not there.spec.link_address or not here.spec.link_address:
+        pytest.skip("needs the hosts' link_address in the lab file")
+    with forwarding(here), masquerade(here, private, BRIDGE):
+        guest = guests(on=here, network="nat")
+        transfer = measure_transfer(guest, there, there.spec.link_address,
+                                    f"NAT guest on {here.name} -> dom0 of {there.name} TCP",
+                                    figures)
+    assert transfer.peer == here.spec.link_address, \
+        f"{there.name} saw the connection come from {transfer.peer}, not from " \
+        f"{here.name}'s {here.spec.link_address}: no NAT"

@@ -1,0 +1,60 @@
+"""Routed networking (vif-route): each guest behind a host route in dom0.
+
+Procedure: vif-route gives the vif dom0's eth0 address, routes the guest's address to
+it and answers ARP for dom0 (proxy ARP); dom0 forwards (what Xen's network-route
+does). The guest talks to dom0, to another routed guest on its host, and to a routed
+guest on the other host, whose network the dom0s route to each other over the
+host-to-host link. 100 pings at 0.2 s, under 1 % loss each.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.figures import Figures
+from harness.guests.guest import GuestFactory, route_gateway
+from harness.host import Host
+from harness.network import check_pings, forwarding, routes, wait_gone
+
+pytestmark = pytest.mark.area("networking")
+
+
+def routed_network(host: Host) -> str:
+    network = host.spec.routed_guest_network
+    if network is None:
+        pytest.skip(f"{host.name} has no routed_guest_network in the lab file")
+    return str(network)
+
+
+def test_routed_guests_talk_to_dom0_and_each_other(xen_host: Host, guests: GuestFactory,
+                                                   figures: Figures) -> None:
+    routed_network(xen_host)
+    with forwarding(xen_host):
+        first = guests(on=xen_host, network="route")
+        second = guests(on=xen_host, network="route")
+        vif = first.vif()
+        route = xen_host.run(f"ip route get {first.ip}").stdout
+        assert f"dev {vif}" in route, f"dom0 does not route {first.ip} to {vif}: {route}"
+        check_pings(first, route_gateway(xen_host), "routed guest -> dom0", figures)
+        check_pings(first, second.ip, "routed guest -> routed guest, same host", figures)
+        first.destroy()
+        assert wait_gone(xen_host, vif, xen_host.timeouts["leak_settle"]), \
+            f"{vif} is still in dom0 after the guest was destroyed"
+        leftover = xen_host.run(f"ip route show {first.ip}").stdout.strip()
+        assert not leftover, f"the route to the destroyed guest is still there: {leftover}"
+
+
+def test_routed_guests_on_two_hosts_talk(xen_host_pair: tuple[Host, Host],
+                                         guests: GuestFactory, figures: Figures) -> None:
+    here, there = xen_host_pair
+    here_net, there_net = routed_network(here), routed_network(there)
+    if not (here.spec.link_address and there.spec.link_address):
+        pytest.skip("the dom0s route to each other's guests over their link_address: "
+                    "the lab file gives none")
+    with forwarding(here, there), \
+            routes(here, there.spec.link_address, [there_net]), \
+            routes(there, here.spec.link_address, [here_net]):
+        local = guests(on=here, network="route")
+        remote = guests(on=there, network="route")
+        check_pings(local, remote.ip, f"routed guest on {here.name} -> routed guest on "
+                                      f"{there.name}", figures)
