@@ -84,6 +84,9 @@ class Lab:
     timeout_factor: float = 1.0
     timeout_overrides: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    # Where one-host scenarios run when no hosts are chosen: on identical hosts (the
+    # virtual lab's clones) once is enough; two-host scenarios still use the others.
+    single_host_scenarios_on: tuple[str, ...] = ()
 
     def host(self, name: str) -> HostSpec:
         try:
@@ -203,6 +206,11 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
             raise check.fail(f"xenhil.timeouts.{key}",
                              f"no such timeout (known: {', '.join(sorted(TIMEOUTS))})")
         check.get(timeouts, key, (int, float), "xenhil.timeouts")
+    single = check.get(options, "single_host_scenarios_on", list, "xenhil", [])
+    for name in single:
+        if name not in hosts:
+            raise check.fail("xenhil.single_host_scenarios_on",
+                             f"no host {name!r} (hosts: {', '.join(hosts)})")
     return Lab(
         path=path,
         name=check.get(options, "name", str, "xenhil", path.stem),
@@ -211,6 +219,7 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         timeout_factor=float(check.get(options, "timeout_factor", (int, float), "xenhil", 1.0)),
         timeout_overrides={key: float(value) for key, value in timeouts.items()},
         options=dict(options),
+        single_host_scenarios_on=tuple(single),
     )
 
 

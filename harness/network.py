@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 PINGS = 100
 PING_INTERVAL = 0.2
 MAX_LOSS_PERCENT = 1.0
-TRANSFER_BYTES = 32 * 2**20
+TRANSFER_BYTES = 8 * 2**20  # TCG guests move a few MB/s
 _sink_ports = itertools.count(5201)
 
 # busybox: "10 packets transmitted, 10 packets received, 0% packet loss"
@@ -42,8 +42,8 @@ PING_RTT = re.compile(r"(?:round-trip|rtt) min/avg/max(?:/mdev)? = ([\d.]+)/([\d
 # Receives `size` bytes on `port`, then prints what it saw as JSON: a TCP sink
 # measured at the receiving end, so sender-side buffering does not flatter the figure.
 SINK = r"""
-import json, socket, sys, time
-port, size = int(sys.argv[1]), int(sys.argv[2])
+import json, os, socket, sys, time
+port, size, output = int(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
 server = socket.create_server(("", port))
 server.settimeout(float(sys.argv[3]))
 connection, peer = server.accept()
@@ -56,8 +56,10 @@ while got < size:
     first = first or now
     got, last = got + len(data), now
 connection.close()
-print(json.dumps({"peer": peer[0], "bytes": got,
-                  "seconds": (last - first) if first and last else 0}))
+with open(output + ".part", "w") as f:
+    json.dump({"peer": peer[0], "bytes": got,
+               "seconds": (last - first) if first and last else 0}, f)
+os.rename(output + ".part", output)
 """
 SINK_PATH = "/run/xenhil"  # not /tmp: the leak check watches /tmp
 
@@ -113,11 +115,11 @@ class TcpSink:
 
     def start(self, timeout: float) -> None:
         script = shlex.quote(SINK)
+        # nohup: the sink must outlive this SSH session; it writes its result itself
         self.host.run(
             f"mkdir -p {SINK_PATH} && rm -f {self.output} && "
-            f"(nohup python3 -c {script} {self.port} {self.size} {timeout:.0f} "
-            f"> {self.output}.part 2>&1 && mv {self.output}.part {self.output}) "
-            f"> /dev/null 2>&1 &")
+            f"nohup python3 -c {script} {self.port} {self.size} {timeout:.0f} {self.output} "
+            f"> {self.output}.log 2>&1 &")
         listening = f"ss -Hltn 'sport = :{self.port}' | grep -q LISTEN"
         self.host.wait_for(f"TCP sink on port {self.port}",
                            lambda: self.host.run(listening, check=False).ok, 30)
@@ -128,10 +130,10 @@ class TcpSink:
             self.host.wait_for(f"TCP sink on port {self.port} to finish",
                                lambda: self.host.run(done, check=False).ok, timeout)
         except TimeoutError:
-            partial = self.host.run(f"cat {self.output}.part", check=False).stdout
+            errors = self.host.run(f"cat {self.output}.log", check=False).stdout
             raise InfrastructureError(f"{self.host.name}: the TCP sink on port {self.port} "
-                                      f"did not finish: {partial.strip()[-500:]}") from None
-        text = self.host.run(f"cat {self.output}; rm -f {self.output}").stdout
+                                      f"did not finish: {errors.strip()[-500:]}") from None
+        text = self.host.run(f"cat {self.output}; rm -f {self.output} {self.output}.log").stdout
         try:
             data = json.loads(text)
         except json.JSONDecodeError:

@@ -136,7 +136,8 @@ def build(request: pytest.FixtureRequest, lab: Lab) -> XenBuild:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that uses `xen_host` or `lab_host` runs once for every selected host; one
+    """A test that uses `xen_host` or `lab_host` runs once for every selected host (with
+    no --hosts: every host of the lab's single_host_scenarios_on, if it has one); one
     that uses `xen_host_pair` runs once, on the first two."""
     wanted = [name for name in ("xen_host", "lab_host", "xen_host_pair")
               if name in metafunc.fixturenames]
@@ -145,6 +146,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     lab = load_lab(metafunc.config.getoption("--lab"), check_files=False)
     selected = metafunc.config.getoption("--hosts")
     names = [spec.name for spec in lab.select(selected.split(",") if selected else None)]
+    single = names if selected else list(lab.single_host_scenarios_on) or names
     for fixture in wanted:
         # No scope= here: pytest would make the fixture session-scoped, and a test
         # after a crash would get the cached host without the recovery check.
@@ -153,7 +155,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(fixture, pairs, indirect=True,
                                  ids=[f"{a}-{b}" if b else a for a, b in pairs])
         else:
-            metafunc.parametrize(fixture, names, indirect=True)
+            metafunc.parametrize(fixture, single, indirect=True)
 
 
 class BootedHosts:

@@ -127,6 +127,15 @@ def test_guest_networks_are_read_and_checked(tmp_path: Path) -> None:
         load_lab(write_lab(tmp_path, data), check_files=False)
 
 
+def test_single_host_scenarios_name_lab_hosts(tmp_path: Path) -> None:
+    assert load_lab(DEFAULT_LAB, check_files=False).single_host_scenarios_on == ("vlab1",)
+    data = vlab_data()
+    data["xenhil"]["single_host_scenarios_on"] = ["vlab3"]
+    with pytest.raises(ConfigError, match=r"single_host_scenarios_on: no host 'vlab3' "
+                                          r"\(hosts: vlab1, vlab2\)"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
 def test_bad_family(tmp_path: Path) -> None:
     data = vlab_data()
     data["xenhil"]["hosts"]["vlab2"]["family"] = "gentoo"

@@ -3,7 +3,7 @@
 Procedure: a guest's vif must join xenbr0 and leave with the guest; the guest talks to
 dom0, to a guest on the same host and to a guest on the other host (over the
 host-to-host network the bridge is built on): 100 pings at 0.2 s, under 1 % loss; a
-32 MiB TCP transfer into dom0 with its throughput recorded; NIC hotplug with
+8 MiB TCP transfer into dom0 with its throughput recorded; NIC hotplug with
 `xl network-attach` / `network-detach`.
 """
 
