@@ -29,6 +29,9 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "guest_boot": (40, "a created guest to be up: ready on its console, SSH (osstest: 40 s)"),
     "xl_shutdown": (200, "`xl shutdown -w` of a guest to return (osstest: 200 s)"),
     "xl_destroy": (40, "`xl destroy` of a guest to return (osstest: 40 s)"),
+    "npiv_vport": (60, "a vport to show up in fc_vports and log in to the fabric (Active)"),
+    "npiv_lun": (60, "a LUN to appear behind the target port on a new vport"),
+    "npiv_vport_gone": (30, "a deleted vport to leave fc_vports (block-npiv waits 4 s)"),
 }
 
 

@@ -17,7 +17,7 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,7 @@ class GuestConfig:
     memory_mb: int = DEFAULT_MEMORY_MB
     vcpus: int = 1
     bridge: str = BRIDGE
+    disks: tuple[str, ...] = ()  # xl disk specs (xl-disk-configuration(5)), in order
 
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
@@ -100,9 +101,15 @@ class GuestConfig:
             f"memory = {self.memory_mb}\n"
             f"vcpus = {self.vcpus}\n"
             f'vif = [ "mac={self.mac},bridge={self.bridge}" ]\n'
+            f"{self._disk_line()}"
             # a crashed guest stays for inspection; the harness destroys it
             f'on_crash = "preserve"\n'
         )
+
+    def _disk_line(self) -> str:
+        if not self.disks:
+            return ""
+        return "disk = [ " + ", ".join(f'"{disk}"' for disk in self.disks) + " ]\n"
 
 
 def guest_mac(base: int, index: int) -> str:
@@ -326,8 +333,10 @@ class GuestFactory:
         self._networks: dict[str, ipaddress.IPv4Network] = {}
 
     def __call__(self, on: Host, *, name: str | None = None,
-                 memory_mb: int = DEFAULT_MEMORY_MB, vcpus: int = 1) -> Guest:
-        """A PV guest on host `on`, created and up (ready marker, SSH)."""
+                 memory_mb: int = DEFAULT_MEMORY_MB, vcpus: int = 1,
+                 disks: Sequence[str] = ()) -> Guest:
+        """A PV guest on host `on`, created and up (ready marker, SSH); `disks`: xl disk
+        specs, e.g. "vdev=xvdb, access=rw, target=/dev/sdb"."""
         network = self._prepare(on)
         mac, address = self.addresses.next(network)
         config = GuestConfig(
@@ -335,6 +344,7 @@ class GuestFactory:
             kernel=f"{GUEST_FILES_DIR}/{self.image.kernel.name}",
             ramdisk=f"{GUEST_FILES_DIR}/{self.image.initrd.name}",
             address=address, mac=mac, memory_mb=memory_mb, vcpus=vcpus,
+            disks=tuple(disks),
         )
         guest = Guest(config, on, self.image)
         earlier = [g for g in self.guests if (g.host, g.name) == (on, guest.name)]
