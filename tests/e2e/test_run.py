@@ -145,3 +145,19 @@ def test_unreachable_console_is_lab_breakage(vlab: Lab, tmp_path: Path) -> None:
     result = allure_results(reports)["test_expected_xen_version_booted[vlab1]"]
     assert result["status"] == "broken", result["status"]
     assert "boot stage 'firmware' not reached" in result["statusDetails"]["message"]
+
+
+def test_npiv_logic_on_fc_sysfs_trees_of_a_real_host(vlab: Lab) -> None:
+    """One session on vlab1, plain Debian is enough: the NPIV code reads and writes FC
+    transport sysfs trees made on the host, through SSH; and the host itself (no HBA)
+    makes the preflight name what is missing."""
+    reports = PROJECT_ROOT / "reports" / "e2e-npiv-sysfs"
+    done = run_scenarios([SCENARIOS / "npiv_sysfs.py"], reports, "--hosts", "vlab1")
+    assert done.returncode == 0, done.stdout[-6000:]
+    results = {name: r for name, r in allure_results(reports).items()
+               if name.startswith("test_")}
+    assert len(results) == 8, sorted(results)
+    assert {r["status"] for r in results.values()} == {"passed"}
+    created = results["test_create_and_delete_write_what_the_kernel_documents[vlab1]"]
+    commands = attachment(reports, created, "vlab1 commands")
+    assert "> '/tmp/xenhil-npiv/" in commands and "/vport_create'" in commands
