@@ -5,8 +5,8 @@ else the candidate of linux-image-amd64. The initramfs holds busybox-static, dro
 (SSH) with exactly the shared libraries it loads, the kernel modules a PV guest needs
 (xen-netfront, xen-blkfront and what modules.dep says they need) and an /init that:
 mounts proc, sys, dev; loads the modules; configures eth0 from the kernel command
-line (`xenhil.ip=ADDR/LEN`, `xenhil.name=NAME`); starts SSH and a counter that
-counts seconds into /run/counter; prints READY_MARKER on the console; then hands
+line (`xenhil.ip=ADDR/LEN`, `xenhil.name=NAME`, optional `xenhil.gw=ADDR`); starts SSH
+and a counter that counts seconds into /run/counter; prints READY_MARKER on the console; then hands
 over to busybox init, which keeps a shell on the console and powers the guest off
 when Xen asks it to (`xl shutdown`).
 
@@ -87,10 +87,12 @@ fail() { echo "XENHIL-GUEST-ERROR $*"; failed=1; }
 
 name=guest
 ip=
+gw=
 for arg in $(cat /proc/cmdline); do
     case $arg in
         xenhil.name=*) name=${arg#*=} ;;
         xenhil.ip=*) ip=${arg#*=} ;;
+        xenhil.gw=*) gw=${arg#*=} ;;
     esac
 done
 hostname "$name"
@@ -109,6 +111,9 @@ elif [ ! -e /sys/class/net/eth0 ]; then
     fail "no eth0 (xen-netfront found no vif)"
 elif ! ip addr add "$ip" dev eth0 || ! ip link set eth0 up; then
     fail "cannot configure eth0 with $ip"
+elif [ -n "$gw" ] && ! { ip route add "$gw" dev eth0 && ip route add default via "$gw"; }; then
+    # routed and NAT guests: the gateway is dom0's end of the vif, outside our network
+    fail "cannot route through $gw"
 else
     # Announce our MAC: dom0 may still cache an earlier guest's MAC for this address,
     # and would send it our packets for seconds.
