@@ -24,6 +24,7 @@ from harness.guests.guest import Guest, GuestFactory, GuestFailed
 from harness.host import Host
 from harness.npiv import (
     HOTPLUG_TIMEOUT_KEY,
+    HOTPLUG_TIMEOUT_MESSAGE,
     LIBXL_HOTPLUG_TIMEOUT,
     NpivHost,
     hotplug_timeout_key_support,
@@ -152,7 +153,7 @@ if [ "$1" = add ]; then
     sleep {SLOW_SECONDS}
     exec 9>&-
 fi
-exec /etc/xen/scripts/block "$@"
+exec "$(dirname "$0")/block" "$@"
 """
 
 
@@ -177,7 +178,7 @@ def test_many_disks_hotplug_timeout(xen_host: Host, pv_guest: GuestFactory,
     xen_host.run(f"xenstore-rm {HOTPLUG_TIMEOUT_KEY}", check=False)
     with pytest.raises(GuestFailed) as without_key:
         pv_guest(on=xen_host, name="hotplug-nokey", disks=slow_disks)
-    assert "because of timeout" in str(without_key.value), (
+    assert HOTPLUG_TIMEOUT_MESSAGE in str(without_key.value), (
         f"without {HOTPLUG_TIMEOUT_KEY} the guest failed, but not by libxl's hotplug "
         f"timeout: {without_key.value}")
 
