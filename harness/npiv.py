@@ -154,11 +154,6 @@ class FCHost:
                             f"says {fabric_name}")
         return problems
 
-    def describe(self) -> str:
-        return (f"{self.name} port_name {self.port_name} fabric {self.fabric_name} "
-                f"{self.port_state}, {self.port_type}, vports "
-                f"{self.npiv_vports_inuse}/{self.max_npiv_vports}")
-
 
 @dataclass(frozen=True)
 class Vport:
@@ -292,23 +287,26 @@ class FCSysfs:
     def path(self, path: str) -> str:
         return f"{self.root}{path}"
 
-    def _dump(self, class_dir: str, attributes: Iterable[str],
-              probes: dict[str, str]) -> SysfsClass:
-        command = dump_command(self.path(class_dir), attributes, probes)
+    def _dump(self, command: str) -> SysfsClass:
         return parse_dump(self.host.run(command).stdout)
 
+    def fc_host_command(self) -> str:
+        return dump_command(self.path("/sys/class/fc_host"), FC_HOST_ATTRIBUTES,
+                            {"vport_create": "[ -e vport_create ] && echo yes"})
+
+    def vports_command(self) -> str:
+        # the vport's scsi_host is a child of the device its fc_vports entry belongs to
+        return dump_command(self.path("/sys/class/fc_vports"), VPORT_ATTRIBUTES,
+                            {"scsi_host": "cd device && ls -d host[0-9]* | head -n 1"})
+
     def fc_transport_loaded(self) -> bool:
-        return self._dump("/sys/class/fc_host", (), {}).present
+        return self._dump(dump_command(self.path("/sys/class/fc_host"), (), {})).present
 
     def fc_hosts(self) -> list[FCHost]:
-        dump = self._dump("/sys/class/fc_host", FC_HOST_ATTRIBUTES,
-                          {"vport_create": "[ -e vport_create ] && echo yes"})
-        return fc_hosts_from(dump)
+        return fc_hosts_from(self._dump(self.fc_host_command()))
 
     def vports(self) -> list[Vport]:
-        dump = self._dump("/sys/class/fc_vports", VPORT_ATTRIBUTES,
-                          {"scsi_host": "cd device && ls -d host[0-9]* | head -n 1"})
-        return vports_from(dump)
+        return vports_from(self._dump(self.vports_command()))
 
     def vport(self, wwpn: str) -> Vport | None:
         wwpn = parse_wwn(wwpn)
@@ -323,10 +321,12 @@ class FCSysfs:
         self.host.run(f"echo 1 > "
                       f"{shlex.quote(self.path(f'/sys/class/fc_vports/{vport.name}/vport_delete'))}")
 
+    def lun_command(self, scsi_host: str) -> str:
+        return lun_command(self.path("/sys/class/scsi_device"), _host_number(scsi_host))
+
     def luns(self, scsi_host: str) -> list[Lun]:
         """The LUNs on a SCSI host (a vport's), each with the WWPN of its target port."""
-        return luns_from(self.host.run(lun_command(self.path("/sys/class/scsi_device"),
-                                                   _host_number(scsi_host))).stdout)
+        return luns_from(self.host.run(self.lun_command(scsi_host)).stdout)
 
     def find_lun(self, scsi_host: str, target_wwpn: str, lun: int) -> Lun | None:
         """The LUN `lun` behind target port `target_wwpn` on `scsi_host`, as block-npiv
@@ -334,10 +334,6 @@ class FCSysfs:
         target_wwpn = parse_wwn(target_wwpn)
         return next((found for found in self.luns(scsi_host)
                      if found.target_wwpn == target_wwpn and found.number == lun), None)
-
-    def npiv_ports(self) -> list[FCHost]:
-        """The physical ports that can carry vports (a vport's own fc_host cannot)."""
-        return [host for host in self.fc_hosts() if host.vport_create]
 
 
 def lun_command(scsi_device_dir: str, host_number: int) -> str:

@@ -19,14 +19,10 @@ from fc_sysfs_tree import FCTree
 
 from harness.host import Host
 from harness.npiv import (
-    FC_HOST_ATTRIBUTES,
-    VPORT_ATTRIBUTES,
     FCSysfs,
     NpivConfig,
     VportName,
-    dump_command,
     leaked_vports,
-    lun_command,
     npiv_preflight,
     read_target_fields,
 )
@@ -68,11 +64,6 @@ def record(host: Host, sysfs: FCSysfs, name: str, command: str) -> None:
         (Path(directory) / name).write_text(host.run(command).stdout)
 
 
-def fc_host_dump(sysfs: FCSysfs) -> str:
-    return dump_command(sysfs.path("/sys/class/fc_host"), FC_HOST_ATTRIBUTES,
-                        {"vport_create": "[ -e vport_create ] && echo yes"})
-
-
 def online_port_with_vport_and_lun(tree: FCTree) -> str:
     device = tree.port(5, port_name=PORT, node_name="20000024ff3a1b2c", fabric_name=FABRIC,
                        npiv_vports_inuse=1)
@@ -96,7 +87,7 @@ def test_online_port_is_ready(lab_host: Host, tree: FCTree) -> None:
     online_port_with_vport_and_lun(tree)
     tree.scripts(*SCRIPTS[1:], block_npiv=BLOCK_NPIV)
     sysfs = build(lab_host, tree)
-    record(lab_host, sysfs, "fc_host-online-with-vport.txt", fc_host_dump(sysfs))
+    record(lab_host, sysfs, "fc_host-online-with-vport.txt", sysfs.fc_host_command())
     preflight = npiv_preflight(lab_host, CONFIG, sysfs, tree.root + "/etc/xen/scripts")
     assert preflight.ready, preflight.missing
     assert preflight.port is not None and preflight.port.name == "host5"
@@ -111,7 +102,7 @@ def test_linkdown_port_is_the_skip_reason(lab_host: Host, tree: FCTree) -> None:
               port_state="Linkdown", port_type="Unknown")
     tree.scripts(*SCRIPTS)
     sysfs = build(lab_host, tree)
-    record(lab_host, sysfs, "fc_host-linkdown.txt", fc_host_dump(sysfs))
+    record(lab_host, sysfs, "fc_host-linkdown.txt", sysfs.fc_host_command())
     preflight = npiv_preflight(lab_host, CONFIG, sysfs, tree.root + "/etc/xen/scripts")
     assert preflight.missing == (
         "no FC port can take a vport: host5: port_state is 'Linkdown', not 'Online', "
@@ -127,7 +118,7 @@ def test_full_vport_capacity_is_the_skip_reason(lab_host: Host, tree: FCTree) ->
                    fabric_name=FABRIC)
     tree.scripts(*SCRIPTS)
     sysfs = build(lab_host, tree)
-    record(lab_host, sysfs, "fc_host-full.txt", fc_host_dump(sysfs))
+    record(lab_host, sysfs, "fc_host-full.txt", sysfs.fc_host_command())
     preflight = npiv_preflight(lab_host, CONFIG, sysfs, tree.root + "/etc/xen/scripts")
     assert preflight.port is None
     assert "host5: no free vport: max_npiv_vports 2, npiv_vports_inuse 2" \
@@ -138,8 +129,7 @@ def test_lun_behind_the_target_and_a_missing_lun(lab_host: Host, tree: FCTree) -
     vport_host = online_port_with_vport_and_lun(tree)
     sysfs = build(lab_host, tree)
     scsi_host = vport_host.rsplit("/", 1)[1]
-    record(lab_host, sysfs, "luns-host6.txt",
-           lun_command(sysfs.path("/sys/class/scsi_device"), 6))
+    record(lab_host, sysfs, "luns-host6.txt", sysfs.lun_command(scsi_host))
     found = sysfs.find_lun(scsi_host, "0x" + TARGET, 1)
     assert found is not None and found.block == "sdb" and found.address == "6:0:0:1"
     assert sysfs.find_lun(scsi_host, TARGET, 2) is None, "LUN 2 is not in the tree"
@@ -150,9 +140,7 @@ def test_lun_behind_the_target_and_a_missing_lun(lab_host: Host, tree: FCTree) -
 def test_leaked_vport_is_found_and_skipped(lab_host: Host, tree: FCTree) -> None:
     online_port_with_vport_and_lun(tree)
     sysfs = build(lab_host, tree)
-    record(lab_host, sysfs, "fc_vports-one.txt", dump_command(
-        sysfs.path("/sys/class/fc_vports"), VPORT_ATTRIBUTES,
-        {"scsi_host": "cd device && ls -d host[0-9]* | head -n 1"}))
+    record(lab_host, sysfs, "fc_vports-one.txt", sysfs.vports_command())
     vports = sysfs.vports()
     assert [(v.name, v.port_name, v.scsi_host) for v in vports] == [
         ("vport-5:0-0", POOL[0].wwpn, "host6")]
@@ -175,5 +163,5 @@ def test_create_and_delete_write_what_the_kernel_documents(lab_host: Host,
 
 def test_absent_fc_transport_in_a_tree(lab_host: Host, tree: FCTree) -> None:
     sysfs = build(lab_host, tree)
-    record(lab_host, sysfs, "fc_host-absent.txt", fc_host_dump(sysfs))
+    record(lab_host, sysfs, "fc_host-absent.txt", sysfs.fc_host_command())
     assert not sysfs.fc_transport_loaded() and sysfs.fc_hosts() == []
