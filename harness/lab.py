@@ -20,6 +20,7 @@ import yaml
 
 from .errors import ConfigError
 from .ipmi import BMC
+from .npiv import InvalidWWN, NpivConfig, VportName, default_wwnn, parse_wwn
 from .paths import PROJECT_ROOT, UnknownVariable, expand
 from .timeouts import TIMEOUTS, Timeouts
 
@@ -36,7 +37,9 @@ HOST_OPTIONS = {
     "link_address": str,
     "routed_guest_network": str,
     "nat_guest_network": str,
+    "npiv": Mapping,
 }
+NPIV_FIELDS = ("fabric_name", "target_wwpn", "luns", "vport_pool")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class HostSpec:
     # Where routed (vif-route) and NAT (vif-nat) guests of this host get addresses.
     routed_guest_network: ipaddress.IPv4Network | None = None
     nat_guest_network: ipaddress.IPv4Network | None = None
+    npiv: NpivConfig | None = None  # the host's Fibre Channel fabric, if it has one
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,16 @@ class _Checker:
             raise self.fail(f"{where}.{key}", f"expected {_kind_name(kind)}, got {value!r}")
         return value
 
+    def wwn(self, value: object, where: str) -> str:
+        if not isinstance(value, str):
+            # YAML reads an all-digit WWN without quotes as a number: its digits are lost.
+            raise self.fail(where, f"write the WWN in quotes (got {type(value).__name__} "
+                            f"{value!r})")
+        try:
+            return parse_wwn(value)
+        except InvalidWWN as error:
+            raise self.fail(where, str(error)) from None
+
     def port(self, data: Mapping[str, Any], key: str, where: str, default: Any = ...) -> int:
         value = self.get(data, key, int, where, default)
         if not 0 < value < 65536:
@@ -179,6 +193,9 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
     options = check.mapping(data.get("xenhil") or {}, "xenhil")
     defaults = check.mapping(options.get("defaults") or {}, "xenhil.defaults")
     per_host = check.mapping(options.get("hosts") or {}, "xenhil.hosts")
+    if "npiv" in defaults:
+        raise check.fail("xenhil.defaults.npiv", "NPIV is per host (each host needs its own "
+                         "vport WWPN pool): move it to xenhil.hosts.<host>.npiv")
     for name in per_host:
         if name not in targets:
             raise check.fail(f"xenhil.hosts.{name}",
@@ -197,6 +214,7 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
                                  f"unknown option (known: {', '.join(sorted(HOST_OPTIONS))})")
             check.get(host_options, key, HOST_OPTIONS[key], where)
         hosts[name] = _host(check, name, resources, host_options, check_files)
+    _check_vport_pools_disjoint(check, hosts)
 
     reports = check.get(options, "reports", str, "xenhil", "reports")
     reports_dir = check.file(reports, "xenhil.reports", must_exist=False)
@@ -286,6 +304,7 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
         link_address=options.get("link_address"),
         routed_guest_network=_network(check, options, "routed_guest_network", where),
         nat_guest_network=_network(check, options, "nat_guest_network", where),
+        npiv=_npiv(check, f"{where}: npiv", options["npiv"]) if "npiv" in options else None,
     )
 
 
@@ -299,3 +318,59 @@ def _network(check: _Checker, options: Mapping[str, Any], key: str,
     except ValueError as error:
         raise check.fail(f"{where}: {key}", f"not an IPv4 network like 203.0.113.0/28: "
                                             f"{error}") from None
+
+
+def _npiv(check: _Checker, where: str, data: Mapping[str, Any]) -> NpivConfig:
+    for key in data:
+        if key not in NPIV_FIELDS:
+            raise check.fail(f"{where}.{key}", f"unknown field (known: {', '.join(NPIV_FIELDS)})")
+    for key in NPIV_FIELDS:
+        if data.get(key) is None:
+            raise check.fail(f"{where}.{key}", "missing")
+    luns = data["luns"]
+    if not isinstance(luns, list) or not luns or not all(
+            isinstance(lun, int) and not isinstance(lun, bool) and lun >= 0 for lun in luns):
+        raise check.fail(f"{where}.luns", f"expected a list of LUN numbers (0, 1, ...), got "
+                         f"{luns!r}")
+    pool = data["vport_pool"]
+    if not isinstance(pool, list) or not pool:
+        raise check.fail(f"{where}.vport_pool", "expected a list of vports, each "
+                         "{wwpn: ..., wwnn: ...} (wwnn optional)")
+    names = []
+    for index, entry in enumerate(pool):
+        entry_where = f"{where}.vport_pool[{index}]"
+        entry = check.mapping(entry, entry_where)
+        unknown = set(entry) - {"wwpn", "wwnn"}
+        if unknown:
+            raise check.fail(f"{entry_where}.{sorted(unknown)[0]}", "unknown field (known: "
+                             "wwpn, wwnn)")
+        if entry.get("wwpn") is None:
+            raise check.fail(f"{entry_where}.wwpn", "missing")
+        wwpn = check.wwn(entry["wwpn"], f"{entry_where}.wwpn")
+        wwnn = (check.wwn(entry["wwnn"], f"{entry_where}.wwnn") if entry.get("wwnn")
+                is not None else default_wwnn(wwpn))
+        names.append(VportName(wwpn, wwnn))
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name.wwpn in seen:
+            raise check.fail(f"{where}.vport_pool[{index}].wwpn",
+                             f"{name.wwpn} is in the pool twice")
+        seen.add(name.wwpn)
+    return NpivConfig(
+        fabric_name=check.wwn(data["fabric_name"], f"{where}.fabric_name"),
+        target_wwpn=check.wwn(data["target_wwpn"], f"{where}.target_wwpn"),
+        luns=tuple(luns),
+        vport_pool=tuple(names),
+    )
+
+
+def _check_vport_pools_disjoint(check: _Checker, hosts: dict[str, HostSpec]) -> None:
+    """Two hosts creating the same WWPN on one fabric would knock each other off it."""
+    owner: dict[str, str] = {}
+    for name, host in hosts.items():
+        for vport in host.npiv.vport_pool if host.npiv else ():
+            if vport.wwpn in owner:
+                raise check.fail(f"host {name}: npiv.vport_pool",
+                                 f"WWPN {vport.wwpn} is in the pool of host {owner[vport.wwpn]} "
+                                 "too; every host needs WWPNs of its own")
+            owner[vport.wwpn] = name

@@ -31,6 +31,9 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "xl_destroy": (40, "`xl destroy` of a guest to return (osstest: 40 s)"),
     "leak_settle": (20, "a destroyed guest's devices and xenstore paths to go"),
     "tcp_transfer": (120, "a test's TCP transfer between guest and host to finish"),
+    "npiv_vport": (60, "a vport to show up in fc_vports and log in to the fabric (Active)"),
+    "npiv_lun": (60, "a LUN to appear behind the target port on a new vport"),
+    "npiv_vport_gone": (30, "a deleted vport to leave fc_vports (block-npiv waits 4 s)"),
 }
 
 

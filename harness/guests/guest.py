@@ -17,7 +17,7 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,7 @@ class GuestConfig:
     type: str = "pv"
     network: str = "bridge"  # a key of NETWORK_SCRIPTS
     gateway: str | None = None  # the guest's default route (routed and NAT guests)
+    disks: tuple[str, ...] = ()  # xl disk specs (xl-disk-configuration(5)), in order
 
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
@@ -125,9 +126,15 @@ class GuestConfig:
             f"memory = {self.memory_mb}\n"
             f"vcpus = {self.vcpus}\n"
             f'vif = [ "{self.vif}" ]\n'
+            f"{self._disk_line()}"
             # a crashed guest stays for inspection; the harness destroys it
             f'on_crash = "preserve"\n'
         )
+
+    def _disk_line(self) -> str:
+        if not self.disks:
+            return ""
+        return "disk = [ " + ", ".join(f'"{disk}"' for disk in self.disks) + " ]\n"
 
 
 def guest_mac(base: int, index: int) -> str:
@@ -407,10 +414,12 @@ class GuestFactory:
 
     def __call__(self, on: Host, *, name: str | None = None,
                  memory_mb: int = DEFAULT_MEMORY_MB, vcpus: int = 1, type: str = "pv",
-                 network: str = "bridge", bridge: str = BRIDGE) -> Guest:
+                 network: str = "bridge", bridge: str = BRIDGE,
+                 disks: Sequence[str] = ()) -> Guest:
         """A guest on host `on`, created and up (ready marker, SSH). `network`: bridge
         (on `bridge`), route or nat (vif-route, vif-nat: on the host's routed or NAT
-        guest network from the lab file)."""
+        guest network from the lab file); `disks`: xl disk specs, e.g.
+        "vdev=xvdb, access=rw, target=/dev/sdb"."""
         bridge_net = self._prepare(on)
         guest_net, gateway = bridge_net, None
         if network != "bridge":
@@ -425,7 +434,7 @@ class GuestFactory:
             kernel=f"{GUEST_FILES_DIR}/{self.image.kernel.name}",
             ramdisk=f"{GUEST_FILES_DIR}/{self.image.initrd.name}",
             address=address, mac=mac, memory_mb=memory_mb, vcpus=vcpus, bridge=bridge,
-            type=type, network=network, gateway=gateway,
+            type=type, network=network, gateway=gateway, disks=tuple(disks),
         )
         guest = Guest(config, on, self.image)
         earlier = [g for g in self.guests if (g.host, g.name) == (on, guest.name)]

@@ -89,10 +89,12 @@ def test_make_run_default_profile(vlab_stopped: Lab) -> None:
 def test_harness_self_tests_on_one_host(vlab: Lab) -> None:
     """One session on vlab1 (one session saves boots): install and boot 4.17.5, then
     4.17.7; crash dom0 under a waiting test and get the host back; a guest on a bridge
-    that does not exist; a test that leaks a domain and a vif."""
+    that does not exist; a test that leaks a domain and a vif; the NPIV code on FC
+    transport sysfs trees made on the host, read and written through SSH."""
     reports = PROJECT_ROOT / "reports" / "e2e-self-tests"
-    done = run_scenarios([SCENARIOS / "switch_builds.py", SCENARIOS / "crash_injection.py",
-                          SCENARIOS / "guest_selftests.py"], reports, "--hosts", "vlab1")
+    done = run_scenarios([SCENARIOS / "npiv_sysfs.py", SCENARIOS / "switch_builds.py",
+                          SCENARIOS / "crash_injection.py", SCENARIOS / "guest_selftests.py"],
+                         reports, "--hosts", "vlab1")
     results = allure_results(reports)
     expected_failures = {"test_dom0_crash_fails_the_waiting_test[vlab1]",
                          "test_vif_on_a_missing_bridge_fails_with_the_hotplug_error[vlab1]",
@@ -134,6 +136,16 @@ def test_harness_self_tests_on_one_host(vlab: Lab) -> None:
     assert "Leaked" in message, message
     assert "domains: xenhil-leaked" in message and "network devices: vif999.9" in message
     assert outcome["test_clean_up_the_leaks[vlab1]"] == "passed"
+
+    # NPIV: eight scenarios on sysfs trees; the kernel's vport_create format (16 hex
+    # digits each, no 0x) written over SSH.
+    npiv = [name for name in results if "npiv" in results[name].get("fullName", "")]
+    assert len(npiv) == 8, sorted(npiv)
+    created = results["test_create_and_delete_write_what_the_kernel_documents[vlab1]"]
+    commands = attachment(reports, created, "vlab1 commands")
+    assert ("echo c0507611a2b3c402:c0507601a2b3c402 > /tmp/xenhil-npiv/test_create_and_"
+            "delete_write_what_the_kernel_documents/sys/class/fc_host/host5/vport_create"
+            ) in commands
 
 
 def broken_lab_file(tmp_path: Path, resource: str, port: int) -> Path:
