@@ -19,7 +19,7 @@ from labgrid.strategy import StrategyError
 
 from .build import XenBuild
 from .com1 import Com1Recorder, Com1Stream
-from .console_watch import ConsoleWatcher
+from .console_watch import ConsoleWatcher, Severity
 from .errors import ProductFailure
 from .install import install_build, installed_entry
 from .lab import HostSpec, Lab
@@ -211,6 +211,30 @@ class Host:
         """com1 from the last power-on until now (the whole boot, timestamped)."""
         mark = self.strategy.console_at_power_on
         return self.com1.text_since(mark) if mark is not None else ""
+
+    def dump_xen_state(self) -> None:
+        """Xen's state dump on com1 (debug keys), waited for until com1 is quiet.
+
+        The dump prints register and stack dumps ("Xen call trace:") that the watcher
+        would take for a crash, and the next test would power cycle a healthy host.
+        So a watcher that had seen nothing fatal starts over after the dump; only a
+        fatal event (a panic, a crashed dom0) during the dump is kept."""
+        if not self.com1.connected:
+            return
+        with self._watch_lock:
+            crashed_before = self.watcher.crash is not None
+        self.send_xen_debug_keys()
+        limit, quiet = time.monotonic() + self.timeouts["debug_keys"], 2.0
+        received = self.com1.bytes_received
+        while time.monotonic() < limit:
+            time.sleep(quiet)
+            if self.com1.bytes_received == received:
+                break
+            received = self.com1.bytes_received
+        with self._watch_lock:
+            crash = self.watcher.crash
+            if not crashed_before and (crash is None or crash.severity < Severity.FATAL):
+                self.watcher = ConsoleWatcher()
 
     def send_xen_debug_keys(self, keys: str = XEN_DEBUG_KEYS) -> None:
         """Make Xen dump its state to com1 (osstest does this before fetching logs)."""

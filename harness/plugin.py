@@ -23,7 +23,6 @@ of every command, the boot timeline. Product failures are `failed`, lab breakage
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -393,5 +392,4 @@ def _dump_xen_state(run: XenhilRun) -> None:
     for host in run.hosts.values():
         if host.booted is not None and host.com1.connected:
             log.info("%s: sending Xen debug keys for the failure dump", host.name)
-            host.send_xen_debug_keys()
-            time.sleep(min(host.timeouts["debug_keys"], 5.0))
+            host.dump_xen_state()

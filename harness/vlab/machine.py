@@ -77,9 +77,12 @@ class VirtualHost:
         spec = self.spec
         argv = [
             qemu, "-name", f"xenhil-{self.name}",
-            # TCG: no usable KVM here. qemu64 because plain `max` makes Xen fault dom0
-            # on SMAP; graphics=off puts SeaBIOS's own output on the serial port.
-            "-machine", "q35,accel=tcg,graphics=off", "-cpu", "qemu64",
+            # TCG: no usable KVM here. graphics=off puts SeaBIOS's own output on the
+            # serial port. qemu64 because plain `max` makes Xen fault dom0 on SMAP; it
+            # has AMD SVM, and +npt adds nested paging, which Xen needs for PVH and HVM
+            # guests when it has no shadow paging (Debian's 4.17 has none).
+            "-machine", "q35,accel=tcg,graphics=off",
+            "-cpu", "qemu64,+npt",
             "-m", str(self.memory_mb), "-smp", str(self.vcpus),
             "-nodefaults", "-no-user-config", "-display", "none",
             # wait=on: the machine does not start until the com1 recorder is connected,

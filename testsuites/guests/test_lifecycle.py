@@ -65,10 +65,20 @@ def test_pv_guest_stop_start_loop(xen_host: Host, guests: GuestFactory,
         figures.add(f"cycle {cycle} create to gone", time.monotonic() - started, "s")
 
 
+def skip_without_hvm_containers(host: Host) -> None:
+    """PVH and HVM guests need HVM support and a way to page for them: hardware
+    assisted paging (HAP) or shadow paging (a build option of Xen)."""
+    caps = parse_xl_info(host.run("xl info").stdout).get("virt_caps", "").split()
+    if "hvm" not in caps:
+        pytest.skip(f"{host.name}: no hvm in xl info virt_caps ({' '.join(caps)})")
+    if "hap" not in caps and "shadow" not in caps:
+        pytest.skip(f"{host.name}: neither hap nor shadow in xl info virt_caps "
+                    f"({' '.join(caps)}): no HAP on this CPU, and this Xen has no "
+                    "shadow paging")
+
+
 def test_pvh_guest_comes_up(xen_host: Host, guests: GuestFactory, figures: Figures) -> None:
-    caps = parse_xl_info(xen_host.run("xl info").stdout).get("virt_caps", "").split()
-    if "hvm" not in caps:  # PVH runs in an HVM container
-        pytest.skip(f"{xen_host.name}: no hvm in xl info virt_caps ({' '.join(caps)})")
+    skip_without_hvm_containers(xen_host)
     guest = guests(on=xen_host, type="pvh")
     figures.add("xl create to SSH", guest.up_seconds or 0, "s")
     listing = xen_host.run(f"xl list -l {guest.name}").stdout
@@ -81,9 +91,7 @@ def test_pvh_guest_comes_up(xen_host: Host, guests: GuestFactory, figures: Figur
 def test_hvm_guest_needs_a_device_model(xen_host: Host) -> None:
     """HVM guests run only with the device model (QEMU) libxenlight execs for them;
     the harness's HVM scenario is not written yet, so this says what the host has."""
-    caps = parse_xl_info(xen_host.run("xl info").stdout).get("virt_caps", "").split()
-    if "hvm" not in caps:
-        pytest.skip(f"{xen_host.name}: no hvm in xl info virt_caps ({' '.join(caps)})")
+    skip_without_hvm_containers(xen_host)
     models = device_models(xen_host)
     assert models, "libxenlight names no qemu-system-i386 device model"
     missing = [path for path, present in models.items() if not present]
