@@ -29,6 +29,10 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "guest_boot": (40, "a created guest to be up: ready on its console, SSH (osstest: 40 s)"),
     "xl_shutdown": (200, "`xl shutdown -w` of a guest to return (osstest: 200 s)"),
     "xl_destroy": (40, "`xl destroy` of a guest to return (osstest: 40 s)"),
+    "support_collect": (600, "a support bundle from one host: collector, fetch, checks "
+                        "(openQA: 600 s for supportconfig)"),
+    "support_after_failure": (600, "the support bundles after a failed test, all the "
+                              "hosts it used together"),
 }
 
 

@@ -88,11 +88,15 @@ def test_make_run_default_profile(vlab_stopped: Lab) -> None:
 
 def test_build_switching_then_crash_and_recovery_on_one_host(vlab: Lab) -> None:
     """One session on vlab1 (one session saves a boot): install and boot 4.17.5, then
-    4.17.7; then crash dom0 under a waiting test, and get the host back."""
+    4.17.7; then crash dom0 under a waiting test, and get the host back; then two tests
+    fail on purpose and leave a support bundle."""
     reports = PROJECT_ROOT / "reports" / "e2e-switch-crash"
-    done = run_scenarios([SCENARIOS / "switch_builds.py", SCENARIOS / "crash_injection.py"],
+    done = run_scenarios([SCENARIOS / "switch_builds.py", SCENARIOS / "crash_injection.py",
+                          SCENARIOS / "support_on_failure.py"],
                          reports, "--hosts", "vlab1")
-    assert done.returncode == 1, done.stdout[-6000:]  # exactly the crash test fails
+    # the crash test and the two deliberate failures
+    assert done.returncode == 1, done.stdout[-6000:]
+    assert_support_bundle_on_failure(reports)
     results = allure_results(reports)
     assert results["test_install_and_boot[vlab1-4.17.5]"]["status"] == "passed"
     assert results["test_install_and_boot[vlab1-4.17.7]"]["status"] == "passed"
@@ -109,6 +113,31 @@ def test_build_switching_then_crash_and_recovery_on_one_host(vlab: Lab) -> None:
     recovered = results["test_host_recovered_after_the_crash[vlab1]"]
     assert recovered["status"] == "passed", recovered.get("statusDetails")
     assert "xen" in attachment(reports, recovered, "vlab1 boot timeline")
+
+
+def assert_support_bundle_on_failure(reports: Path, host: str = "vlab1") -> None:
+    """The deliberate failures of scenarios/support_on_failure.py: the first links a
+    checked, unpacked, indexed bundle of the host; the second (same burst) the same
+    one. The crashed host of crash_injection.py got none, and the report says why."""
+    results = allure_results(reports)
+    crashed = results[f"test_dom0_crash_fails_the_waiting_test[{host}]"]
+    assert "host crashed" in attachment(reports, crashed, f"{host} support bundle (none)")
+    first = results[f"test_deliberate_failure_leaves_a_support_bundle[{host}]"]
+    assert first["status"] == "failed"
+    assert "deliberate failure" in first["statusDetails"]["message"]
+    bundle_text = attachment(reports, first, f"{host} support bundle")
+    assert "[xen]" in bundle_text and "[sos/grub2]" in bundle_text, bundle_text
+    links = [link["url"] for link in first.get("links", [])
+             if link["url"].startswith((reports / "support" / host).as_uri())]
+    assert len(links) == 1, first.get("links")
+    bundle = Path(links[0].removeprefix("file://"))
+    assert (bundle / "index.txt").read_text() == bundle_text
+    assert list(bundle.glob("**/xl-info.txt")) and list(bundle.glob("sosreport-*"))
+    second = results[f"test_second_failure_of_the_burst_links_the_same_bundle[{host}]"]
+    assert second["status"] == "failed"
+    assert "earlier failure of this burst" in attachment(reports, second,
+                                                          f"{host} support bundle")
+    assert links[0] in [link["url"] for link in second.get("links", [])]
 
 
 def broken_lab_file(tmp_path: Path, resource: str, port: int) -> Path:
