@@ -35,6 +35,7 @@ examples:
   xenhil power vlab1 on             power a host on through its BMC
   xenhil vlab status                what runs, on which ports, power state
   xenhil vlab down                  stop everything the virtual lab started
+  xenhil support vlab1              collect a support bundle (sos / supportconfig) now
 
 The lab file (--lab, default labs/vlab.yaml) says where every host's BMC, com1 and SSH
 are. The virtual lab's images and state live in $XENHIL_CACHE (default ~/.cache/xen-hil).
@@ -205,6 +206,23 @@ def cmd_console(args: argparse.Namespace) -> int:
                 com1.write(os.read(sys.stdin.fileno(), 1024))
 
 
+def cmd_support(args: argparse.Namespace) -> int:
+    """Collect a support bundle from one host now, into reports/<run-id>/support/<host>/."""
+    from .plugin import default_run_id
+    from .remote import RemoteHost
+    from .support import collect
+
+    lab = _lab(args)
+    spec = lab.host(args.host)
+    destination = lab.reports_dir / (args.run_id or f"support-{default_run_id()}")
+    bundle = collect(RemoteHost(spec.name, spec.ssh), spec.family,
+                     destination / "support" / spec.name,
+                     timeout=lab.timeouts(spec)["support_collect"])
+    console.print(bundle.summary())
+    console.print(f"index   : {bundle.directory / 'index.txt'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xenhil",
@@ -269,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     console_parser.add_argument("--log", help="also record to this file "
                                 "(default: console-<host>-<time>.log)")
     console_parser.set_defaults(func=cmd_console)
+
+    support = commands.add_parser(
+        "support", help="collect a support bundle from a host (sos / supportconfig)",
+        description="Runs the host's support collector (supportconfig on SUSE, sos plus "
+                    "the harness's Xen section on Debian), fetches the archives over SSH, "
+                    "checks them (checksum, read to the end), unpacks and indexes them under "
+                    "<reports>/<run-id>/support/<host>/.")
+    support.add_argument("host", help="host name from the lab file")
+    support.add_argument("--run-id", help="reports directory name "
+                         "(default: support-<UTC timestamp>)")
+    support.set_defaults(func=cmd_support)
 
     power = commands.add_parser("power", help="chassis power of one host, through its BMC")
     power.add_argument("host", help="host name from the lab file")

@@ -18,11 +18,14 @@ Markers: area(name), bug(ref, ...), needs(capability).
 Per test, attached to the allure report: the com1 slice of every host, the transcript
 of every command, the boot timeline. Product failures are `failed`, lab breakage is
 `broken` (allure's rule: AssertionError fails, anything else breaks).
+On a failed or broken test: a support bundle of every host it used (harness/support.py),
+once per host per burst of failures, under reports/<run-id>/support/<host>/, linked.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +49,7 @@ from .leaks import Leaked
 from .network import diagnosis
 from .paths import cache_dir, expand
 from .remote import Transcript
+from .support import SupportBundle, collect
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +368,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         item.user_properties.append(("xenhil_outcome", "broken" if broken else "failed"))
         _attach_guest_diagnosis(item)
         if evidence is not None:
+            # which hosts crashed, as the failure left them
+            down = {name for name, host in evidence.run.hosts.items() if host.needs_recovery}
             _dump_xen_state(evidence.run)
+            _support_bundles_after_failure(item, evidence, down)
+    elif report.when == "call" and report.passed:
+        item.config.stash[FAILURE_BURST] = {}  # a pass ends the burst of failures
     if evidence is not None:
         evidence.attach()
     measured = item.stash.get(FIGURES, None)
@@ -393,3 +402,54 @@ def _dump_xen_state(run: XenhilRun) -> None:
         if host.booted is not None and host.com1.connected:
             log.info("%s: sending Xen debug keys for the failure dump", host.name)
             host.dump_xen_state()
+
+
+# Host name -> the bundle collected in the current burst of failed tests.
+FAILURE_BURST = pytest.StashKey[dict[str, SupportBundle]]()
+
+
+def _support_bundles_after_failure(item: pytest.Item, evidence: Evidence,
+                                   down: set[str]) -> None:
+    """A support bundle from each host the failed test used (ran a command on, or was
+    parametrized with), once per host per burst of failures, within the table's
+    `support_after_failure`; linked from the test's report. A collection that fails is
+    noted beside the test's own failure, never instead of it."""
+    burst = item.config.stash.setdefault(FAILURE_BURST, {})
+    callspec = getattr(item, "callspec", None)
+    named = set(callspec.params.values()) if callspec is not None else set()
+    used = [host for name, host in evidence.run.hosts.items()
+            if evidence.transcripts[name].entries or name in named]
+    deadline = None
+    for host in used:
+        if host.name in burst:
+            bundle = burst[host.name]
+            allure.attach(f"collected after an earlier failure of this burst:\n"
+                          f"{bundle.summary()}\n", name=f"{host.name} support bundle",
+                          attachment_type=allure.attachment_type.TEXT)
+            allure.dynamic.link(bundle.directory.as_uri(), name=f"{host.name} support bundle")
+            continue
+        if host.name in down:  # crashed or its boot broke: nothing answers SSH
+            note = "host crashed or its boot broke; its com1 log is the evidence"
+        else:
+            deadline = deadline or time.monotonic() + host.timeouts["support_after_failure"]
+            remaining = min(deadline - time.monotonic(), host.timeouts["support_collect"])
+            try:
+                if remaining <= 0:
+                    raise TimeoutError("no time left of support_after_failure")
+                bundle = collect(host.remote, host.spec.family,
+                                 evidence.run.reports / "support" / host.name,
+                                 timeout=remaining)
+            except Exception as error:  # the test's own failure stays what is reported
+                note = f"{type(error).__name__}: {error}"
+            else:
+                burst[host.name] = bundle
+                item.user_properties.append((f"support_bundle_{host.name}",
+                                             str(bundle.directory)))
+                allure.attach(bundle.render(), name=f"{host.name} support bundle",
+                              attachment_type=allure.attachment_type.TEXT)
+                allure.dynamic.link(bundle.directory.as_uri(),
+                                    name=f"{host.name} support bundle")
+                continue
+        log.warning("%s: no support bundle for this failure: %s", host.name, note)
+        allure.attach(f"not collected: {note}\n", name=f"{host.name} support bundle (none)",
+                      attachment_type=allure.attachment_type.TEXT)

@@ -36,6 +36,8 @@ PROFILES = {
     "guests": Profile(("testsuites/guests",), "guest scenarios only: PV guest lifecycle"),
     "storage": Profile(("testsuites/storage",), "storage scenarios: NPIV guest disks (FC "
                        "hosts), many-disks hotplug timeout"),
+    "supportconfig": Profile(("testsuites/supportconfig",),
+                             "support bundles (supportconfig / sos) with guests running"),
 }
 
 

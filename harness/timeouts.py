@@ -34,6 +34,10 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "npiv_vport": (60, "a vport to show up in fc_vports and log in to the fabric (Active)"),
     "npiv_lun": (60, "a LUN to appear behind the target port on a new vport"),
     "npiv_vport_gone": (30, "a deleted vport to leave fc_vports (block-npiv waits 4 s)"),
+    "support_collect": (600, "a support bundle from one host: collector, fetch, checks "
+                        "(openQA: 600 s for supportconfig)"),
+    "support_after_failure": (600, "the support bundles after a failed test, all the "
+                              "hosts it used together"),
 }
 
 

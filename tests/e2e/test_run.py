@@ -56,6 +56,8 @@ VLAB_SKIP_REASONS = (
     "no FC HBA: /sys/class/fc_host does not exist",  # NPIV: no Fibre Channel here
     "does not read /libxl/suse/per-device-LIBXL_HOTPLUG_TIMEOUT",  # not a SUSE build
     "(Debian: package qemu-system-xen, not part of this build)",  # HVM: no device model
+    # runs in the self-test session instead, before any build is installed
+    "runs Xen already (this test needs a host before the build is installed",
 )
 
 
@@ -118,19 +120,29 @@ def test_harness_self_tests_on_one_host(vlab: Lab) -> None:
     """One session on vlab1 (one session saves boots): install and boot 4.17.5, then
     4.17.7; crash dom0 under a waiting test and get the host back; a guest on a bridge
     that does not exist; a test that leaks a domain and a vif; the NPIV code on FC
-    transport sysfs trees made on the host, read and written through SSH."""
+    transport sysfs trees made on the host, read and written through SSH; failures that
+    leave a support bundle (one burst of failures: one bundle)."""
     reports = PROJECT_ROOT / "reports" / "e2e-self-tests"
-    done = run_scenarios([SCENARIOS / "npiv_sysfs.py", SCENARIOS / "switch_builds.py",
-                          SCENARIOS / "crash_injection.py", SCENARIOS / "guest_selftests.py"],
+    no_xen_yet = (PROJECT_ROOT / "testsuites" / "supportconfig" / "test_support_bundle.py"
+                  ).as_posix() + "::test_xen_section_skipped_on_a_host_without_xen"
+    done = run_scenarios([SCENARIOS / "npiv_sysfs.py", Path(no_xen_yet),
+                          SCENARIOS / "switch_builds.py",
+                          SCENARIOS / "crash_injection.py", SCENARIOS / "support_on_failure.py",
+                          SCENARIOS / "guest_selftests.py"],
                          reports, "--hosts", "vlab1")
     results = allure_results(reports)
     expected_failures = {"test_dom0_crash_fails_the_waiting_test[vlab1]",
+                         "test_deliberate_failure_leaves_a_support_bundle[vlab1]",
+                         "test_second_failure_of_the_burst_links_the_same_bundle[vlab1]",
                          "test_vif_on_a_missing_bridge_fails_with_the_hotplug_error[vlab1]",
                          "test_leaked_domain_and_vif_fail_the_test[vlab1]"}
     outcome = {name: result["status"] for name, result in results.items()}
     assert {name for name, status in outcome.items() if status != "passed"} \
         == expected_failures, outcome
     assert done.returncode == 1, done.stdout[-6000:]
+
+    # Before any build is installed, the support bundle's Xen section says "skipped".
+    assert outcome["test_xen_section_skipped_on_a_host_without_xen[vlab1]"] == "passed"
 
     # Build switching: both builds booted, in turn, in one session.
     assert outcome["test_install_and_boot[vlab1-4.17.5]"] == "passed"
@@ -156,6 +168,9 @@ def test_harness_self_tests_on_one_host(vlab: Lab) -> None:
     assert "xenbr-missing" in message and "/var/log/xen/" in message, message
     diagnosis = attachment(reports, bridge, "vlab1 guests and network")
     assert "### hotplug logs" in diagnosis and "xenbr-missing" in diagnosis
+    assert "earlier failure of this burst" in attachment(reports, bridge,
+                                                          "vlab1 support bundle")
+    assert_support_bundle_on_failure(reports)
 
     # The leak check names the leaked domain and vif; they were left for inspection.
     leaked = results["test_leaked_domain_and_vif_fail_the_test[vlab1]"]
@@ -174,6 +189,31 @@ def test_harness_self_tests_on_one_host(vlab: Lab) -> None:
     assert ("echo c0507611a2b3c402:c0507601a2b3c402 > /tmp/xenhil-npiv/test_create_and_"
             "delete_write_what_the_kernel_documents/sys/class/fc_host/host5/vport_create"
             ) in commands
+
+
+def assert_support_bundle_on_failure(reports: Path, host: str = "vlab1") -> None:
+    """The deliberate failures of scenarios/support_on_failure.py: the first links a
+    checked, unpacked, indexed bundle of the host; the second (same burst) the same
+    one. The crashed host of crash_injection.py got none, and the report says why."""
+    results = allure_results(reports)
+    crashed = results[f"test_dom0_crash_fails_the_waiting_test[{host}]"]
+    assert "host crashed" in attachment(reports, crashed, f"{host} support bundle (none)")
+    first = results[f"test_deliberate_failure_leaves_a_support_bundle[{host}]"]
+    assert first["status"] == "failed"
+    assert "deliberate failure" in first["statusDetails"]["message"]
+    bundle_text = attachment(reports, first, f"{host} support bundle")
+    assert "[xen]" in bundle_text and "[sos/grub2]" in bundle_text, bundle_text
+    links = [link["url"] for link in first.get("links", [])
+             if link["url"].startswith((reports / "support" / host).as_uri())]
+    assert len(links) == 1, first.get("links")
+    bundle = Path(links[0].removeprefix("file://"))
+    assert (bundle / "index.txt").read_text() == bundle_text
+    assert list(bundle.glob("**/xl-info.txt")) and list(bundle.glob("sosreport-*"))
+    second = results[f"test_second_failure_of_the_burst_links_the_same_bundle[{host}]"]
+    assert second["status"] == "failed"
+    assert "earlier failure of this burst" in attachment(reports, second,
+                                                          f"{host} support bundle")
+    assert links[0] in [link["url"] for link in second.get("links", [])]
 
 
 def broken_lab_file(tmp_path: Path, resource: str, port: int) -> Path:
