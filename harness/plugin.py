@@ -8,6 +8,7 @@ Fixtures, each built on the one before:
   build      the Xen build under test (--build, else the lab's default_build)
   lab_host   one host answering SSH, whatever it runs (tests run once per host)
   xen_host   one host booted into the build (tests using it run once per host)
+  host_pair  (source, destination): two hosts booted into the build, paired for migration
   guest_image  the test guest (Debian kernel + initramfs), built once and cached
   pv_guest   a factory: `pv_guest(on=host) -> Guest`, a PV guest created and up; every
              guest it made is destroyed after the test, even on failure
@@ -39,8 +40,9 @@ from .guests.guest import GuestAddresses, GuestFactory, GuestFailed, public_key_
 from .guests.image import GuestImage, build_guest_image
 from .host import Host
 from .lab import DEFAULT_LAB, Lab, load_lab
+from .migration import pair_hosts
 from .paths import cache_dir, expand
-from .remote import Transcript
+from .remote import SSHUnavailable, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,27 @@ def xen_host(request: pytest.FixtureRequest, booted_hosts: BootedHosts) -> Host:
     """A host running the build under test: installed and booted once a session,
     power cycled back into it when an earlier test left it crashed or broken."""
     return booted_hosts.get(request.param)
+
+
+@pytest.fixture
+def host_pair(xenhil: XenhilRun, booted_hosts: BootedHosts) -> tuple[Host, Host]:
+    """(source, destination): the run's first two hosts, both running the build (one
+    that does not answer SSH, e.g. powered off by an earlier test, is power cycled
+    back into it), paired for `xl migrate` (harness.migration.pair_hosts)."""
+    names = list(xenhil.hosts)[:2]
+    if len(names) < 2:
+        pytest.skip(f"needs two hosts; this run has only {', '.join(names) or 'none'}")
+    pair = []
+    for name in names:
+        host = booted_hosts.get(name)
+        try:
+            host.remote.wait_ready(timeout=5, interval=1)
+        except SSHUnavailable:
+            with allure.step(f"recover {name}: no SSH, power cycle into Xen"):
+                host.power_cycle_to_shell(expect_xen=True)
+        pair.append(host)
+    pair_hosts(pair)
+    return pair[0], pair[1]
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,8 @@ PROFILES = {
     "default": Profile(("testsuites",), "every scenario the virtual lab can run (make run)"),
     "boot": Profile(("testsuites/boot",), "boot scenarios only: install, boot, verify"),
     "guests": Profile(("testsuites/guests",), "guest scenarios only: PV guest lifecycle"),
+    "migration": Profile(("testsuites/migration",),
+                         "save/restore, local and live migration (two hosts)"),
 }
 
 

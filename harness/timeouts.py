@@ -29,6 +29,10 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "guest_boot": (40, "a created guest to be up: ready on its console, SSH (osstest: 40 s)"),
     "xl_shutdown": (200, "`xl shutdown -w` of a guest to return (osstest: 200 s)"),
     "xl_destroy": (40, "`xl destroy` of a guest to return (osstest: 40 s)"),
+    "xl_save": (200, "`xl save` of a guest to return (osstest: 200 s)"),
+    "xl_restore": (200, "`xl restore` of a guest to return (osstest: 200 s)"),
+    "xl_migrate": (400, "`xl migrate` of a guest to return (osstest: 400 s)"),
+    "guest_counter": (10, "a running guest's seconds counter to count on"),
 }
 
 

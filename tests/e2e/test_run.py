@@ -88,11 +88,13 @@ def test_make_run_default_profile(vlab_stopped: Lab) -> None:
 
 def test_build_switching_then_crash_and_recovery_on_one_host(vlab: Lab) -> None:
     """One session on vlab1 (one session saves a boot): install and boot 4.17.5, then
-    4.17.7; then crash dom0 under a waiting test, and get the host back."""
+    4.17.7; then crash dom0 under a waiting test, and get the host back; then a guest
+    that silently rebooted before a save/restore must fail the continuity check."""
     reports = PROJECT_ROOT / "reports" / "e2e-switch-crash"
-    done = run_scenarios([SCENARIOS / "switch_builds.py", SCENARIOS / "crash_injection.py"],
+    done = run_scenarios([SCENARIOS / "switch_builds.py", SCENARIOS / "crash_injection.py",
+                          SCENARIOS / "migration_silent_reboot.py"],
                          reports, "--hosts", "vlab1")
-    assert done.returncode == 1, done.stdout[-6000:]  # exactly the crash test fails
+    assert done.returncode == 1, done.stdout[-6000:]  # the crash and the reboot tests fail
     results = allure_results(reports)
     assert results["test_install_and_boot[vlab1-4.17.5]"]["status"] == "passed"
     assert results["test_install_and_boot[vlab1-4.17.7]"]["status"] == "passed"
@@ -109,6 +111,17 @@ def test_build_switching_then_crash_and_recovery_on_one_host(vlab: Lab) -> None:
     recovered = results["test_host_recovered_after_the_crash[vlab1]"]
     assert recovered["status"] == "passed", recovered.get("statusDetails")
     assert "xen" in attachment(reports, recovered, "vlab1 boot timeline")
+    assert_silent_reboot_caught(reports, results["test_silently_rebooted_guest_is_caught[vlab1]"])
+
+
+def assert_silent_reboot_caught(reports: Path, result: dict) -> None:
+    """Save and restore went through (their figures are there), and the continuity check
+    failed the test as a product failure, saying what started over."""
+    assert result["status"] == "failed", result.get("statusDetails")
+    message = result["statusDetails"]["message"]
+    assert "GuestRebooted" in message and "restarted during save/restore" in message, message
+    assert "boot id changed" in message, message
+    assert '"seconds"' in attachment(reports, result, "figures: restore")
 
 
 def broken_lab_file(tmp_path: Path, resource: str, port: int) -> Path:
