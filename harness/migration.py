@@ -40,9 +40,10 @@ DOM0_KEY = "/root/.ssh/id_ed25519"
 SSH_CLIENT_CONFIG = "/etc/ssh/ssh_config.d/xenhil-migration.conf"  # Debian includes it
 PROBE_INTERVAL = 0.1  # seconds between the probe's pings (root may go below 0.2)
 SAVE_DIR = "/var/lib/xen/save"
-# Run in a guest: keeps rewriting 16 MiB of tmpfs, so its memory never stops changing.
-BUSY_GUEST = ("nohup sh -c 'while :; do dd if=/dev/urandom of=/run/busy bs=1M count=16 "
-              "2>/dev/null; done' </dev/null >/dev/null 2>&1 &")
+# Run in a guest (busybox has no nohup): keeps rewriting 16 MiB of tmpfs, so its
+# memory never stops changing.
+BUSY_GUEST = ("(while :; do dd if=/dev/urandom of=/run/busy bs=1M count=16 2>/dev/null; "
+              "done) </dev/null >/dev/null 2>&1 &")
 # Names xl gives a guest while it migrates: on the destination while it arrives, on the
 # source once it has left; neither may remain afterwards.
 TRANSIT_SUFFIXES = ("--incoming", "--migratedaway")
@@ -148,15 +149,21 @@ class GuestState:
         return cls.parse(guest.run(STATE_COMMAND).stdout)
 
 
+def restart_signs(before: GuestState, after: GuestState) -> list[str]:
+    """What in `after` says the guest started over since `before` (empty: it did not)."""
+    signs = []
+    if after.boot_id != before.boot_id:
+        signs.append(f"boot id changed ({before.boot_id} -> {after.boot_id})")
+    if after.counter < before.counter:
+        signs.append(f"counter went back ({before.counter} -> {after.counter})")
+    if after.uptime < before.uptime:
+        signs.append(f"uptime went back ({before.uptime:.0f} s -> {after.uptime:.0f} s)")
+    return signs
+
+
 def check_kept_running(guest: Guest, before: GuestState, after: GuestState, what: str) -> None:
     """Raise GuestRebooted unless `after` continues `before`."""
-    problems = []
-    if after.boot_id != before.boot_id:
-        problems.append(f"boot id changed ({before.boot_id} -> {after.boot_id})")
-    if after.counter < before.counter:
-        problems.append(f"counter went back ({before.counter} -> {after.counter})")
-    if after.uptime < before.uptime:
-        problems.append(f"uptime went back ({before.uptime:.0f} s -> {after.uptime:.0f} s)")
+    problems = restart_signs(before, after)
     if problems:
         raise GuestRebooted(f"guest {guest.name} restarted during {what}: "
                             + "; ".join(problems))
@@ -301,17 +308,18 @@ def migrate(guest: Guest, to: Host, *, options: Sequence[str] = (),
             seconds = time.monotonic() - started
             allure.attach(result.render(), name=f"migration transcript: {what}",
                           attachment_type=allure.attachment_type.TEXT)
+            output = parse_migrate_output(result.stderr + result.stdout)
             if not result.ok:
                 raise MigrationFailed(
                     f"{source.name}: `{command}` "
-                    f"{'timed out' if result.exit_status is None else 'failed'}:\n"
+                    f"{'timed out' if result.exit_status is None else 'failed'} "
+                    f"({output.first_error or 'no error logged'}); its output ends:\n"
                     f"{(result.stderr + result.stdout).strip()[-3000:]}")
             guest.moved_to(to, console_offset=console_offset)
             wait_answers(guest, what)
         finally:
             probed = probe.stop()
-    move = MoveRecord(what, guest.name, seconds,
-                      parse_migrate_output(result.stderr + result.stdout), probed)
+    move = MoveRecord(what, guest.name, seconds, output, probed)
     record(move)
     check_runs_only_on(guest, to, [source])
     after = GuestState.read(guest)

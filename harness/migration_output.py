@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 _PING_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [^:]+: icmp_seq=(\d+)")
 _PING_NO_ANSWER = re.compile(r"^\[(\d+\.\d+)\] no answer yet for icmp_seq=(\d+)")
+_PING_SUMMARY = re.compile(r"^(\d+) packets transmitted, (\d+) received")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,11 @@ def parse_ping_probe(text: str) -> ProbeResult:
     for (before, _), (after, _) in itertools.pairwise(replies):
         if after - before > gap:
             gap, gap_started = after - before, before
-    unique = {seq for _, seq in replies}
-    return ProbeResult(sent=highest_seq, received=len(unique), longest_gap=gap,
+    sent, received = highest_seq, len({seq for _, seq in replies})
+    summary = next((m for m in map(_PING_SUMMARY.match, text.splitlines()) if m), None)
+    if summary:  # ping's own count, when it was stopped with SIGINT
+        sent, received = int(summary.group(1)), int(summary.group(2))
+    return ProbeResult(sent=sent, received=received, longest_gap=gap,
                        gap_started=gap_started,
                        last_reply=replies[-1][0] if replies else None)
 
@@ -56,12 +60,18 @@ class MigrateOutput:
     """What `xl -vvv migrate` / `save` / `restore` reported. None: not in the output
     (Debian's 4.17 reports no rates or times; SUSE's libxc-sr patches add them)."""
 
-    iterations: int | None
-    pages_sent: int | None
-    transfer_mb_per_s: float | None
-    reported_seconds: float | None
-    succeeded: bool
+    succeeded: bool  # xl migrate's "Migration successful."
+    first_error: str | None  # the first error libxc (xc) or libxl logged
+    iterations: int | None = None
+    pages_sent: int | None = None
+    transfer_mb_per_s: float | None = None
+    reported_seconds: float | None = None
+
+
+_ERROR = re.compile(r"^(?:xc|libxl): error: .*$", re.MULTILINE)
 
 
 def parse_migrate_output(text: str) -> MigrateOutput:
-    return MigrateOutput(None, None, None, None, "Migration successful" in text)
+    error = _ERROR.search(text)
+    return MigrateOutput(succeeded="Migration successful" in text,
+                         first_error=error.group(0) if error else None)
