@@ -78,3 +78,8 @@ def test_a_rebooted_guest_shows_every_sign() -> None:
 def test_a_guest_that_ran_on_shows_none() -> None:
     before = GuestState.parse(read("guest-state.txt"))
     assert restart_signs(before, before) == []
+
+
+def test_debian_4_17_5_can_log_dirty_pv_guests() -> None:
+    info = parse_xl_info((DATA.parent / "xl" / "xl-info-4.17.5-vlab.txt").read_text())
+    assert can_log_dirty_pv(info["virt_caps"])
