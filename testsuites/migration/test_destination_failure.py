@@ -13,11 +13,14 @@ from harness.migration import (
     BackgroundMigration,
     GuestState,
     MigrationFailed,
+    MoveRecord,
     check_counting,
     check_kept_running,
     check_runs_only_on,
+    record,
     wait_answers,
 )
+from harness.migration_output import parse_migrate_output
 
 pytestmark = pytest.mark.area("migration")
 
@@ -36,6 +39,8 @@ def test_destination_powered_off_mid_migration(live_pair: tuple[Host, Host],
     destination.strategy.transition("off")  # IPMI chassis power off, mid-transfer
 
     result = migration.wait()
+    record(MoveRecord(f"migrate {source.name} -> {destination.name}, powered off", guest.name,
+                      migration.seconds, parse_migrate_output(result.stderr + result.stdout)))
     if result.ok:
         raise MigrationFailed(f"`{migration.command}` reports success although "
                               f"{destination.name} was powered off during it")
