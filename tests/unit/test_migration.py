@@ -83,3 +83,19 @@ def test_a_guest_that_ran_on_shows_none() -> None:
 def test_debian_4_17_5_can_log_dirty_pv_guests() -> None:
     info = parse_xl_info((DATA.parent / "xl" / "xl-info-4.17.5-vlab.txt").read_text())
     assert can_log_dirty_pv(info["virt_caps"])
+
+
+def test_probe_during_a_live_migration_sees_the_pause() -> None:
+    """The probe from mig1 while the guest moved mig2 -> mig1 (Xen 4.17.5): the
+    guest was silent for about 9 s (suspend, last copy, resume on TCG)."""
+    probe = parse_ping_probe(read("ping-probe-4.17.5-live-migration-mig2-to-mig1.txt"))
+    assert (probe.sent, probe.received, probe.lost) == (392, 321, 71)
+    assert 9.0 < probe.longest_gap < 9.2
+    assert probe.gap_started == 1795658694.486355
+
+
+def test_successful_live_migration_of_debian_4_17_5() -> None:
+    """Debian's 4.17 logs no iteration, page or rate figures (SUSE's patches do)."""
+    output = parse_migrate_output(read("xl-vvv-migrate-4.17.5-pv-mig1-to-mig2.txt"))
+    assert output.succeeded and output.first_error is None
+    assert output.iterations is None and output.transfer_mb_per_s is None
