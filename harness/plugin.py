@@ -8,6 +8,7 @@ Fixtures, each built on the one before:
   build      the Xen build under test (--build, else the lab's default_build)
   lab_host   one host answering SSH, whatever it runs (tests run once per host)
   xen_host   one host booted into the build (tests using it run once per host)
+  host_pair  (source, destination): two hosts booted into the build, paired for migration
   guest_image  the test guest (Debian kernel + initramfs), built once and cached
   xen_host_pair  two hosts booted into the build (tests using it run once)
   figures    `figures.add(name, value, unit)`: what the test measured, in its report
@@ -46,9 +47,10 @@ from .guests.image import GuestImage, build_guest_image
 from .host import Host
 from .lab import DEFAULT_LAB, Lab, load_lab
 from .leaks import Leaked
+from .migration import pair_hosts
 from .network import diagnosis
 from .paths import cache_dir, expand
-from .remote import Transcript
+from .remote import SSHUnavailable, Transcript
 from .support import SupportBundle, collect
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,21 @@ def xen_host_pair(request: pytest.FixtureRequest,
     if not second:
         pytest.skip(f"needs two hosts; only {first} is selected")
     return booted_hosts.get(first), booted_hosts.get(second)
+
+
+@pytest.fixture
+def host_pair(xen_host_pair: tuple[Host, Host]) -> tuple[Host, Host]:
+    """(source, destination): the pair, both running the build (one that does not
+    answer SSH, e.g. powered off by an earlier test, is power cycled back into it),
+    paired for `xl migrate` (harness.migration.pair_hosts)."""
+    for host in xen_host_pair:
+        try:
+            host.remote.wait_ready(timeout=5, interval=1)
+        except SSHUnavailable:
+            with allure.step(f"recover {host.name}: no SSH, power cycle into Xen"):
+                host.power_cycle_to_shell(expect_xen=True)
+    pair_hosts(list(xen_host_pair))
+    return xen_host_pair
 
 
 @pytest.fixture(scope="session")

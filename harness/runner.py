@@ -38,6 +38,8 @@ PROFILES = {
                        "hosts), many-disks hotplug timeout"),
     "supportconfig": Profile(("testsuites/supportconfig",),
                              "support bundles (supportconfig / sos) with guests running"),
+    "migration": Profile(("testsuites/migration",),
+                         "save/restore, local and live migration (two hosts)"),
 }
 
 

@@ -38,6 +38,10 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
                         "(openQA: 600 s for supportconfig)"),
     "support_after_failure": (600, "the support bundles after a failed test, all the "
                               "hosts it used together"),
+    "xl_save": (200, "`xl save` of a guest to return (osstest: 200 s)"),
+    "xl_restore": (200, "`xl restore` of a guest to return (osstest: 200 s)"),
+    "xl_migrate": (400, "`xl migrate` of a guest to return (osstest: 400 s)"),
+    "guest_counter": (10, "a running guest's seconds counter to count on"),
 }
 
 

@@ -262,6 +262,24 @@ class Guest:
                 f"{tail(self.console_log())}") from None
         self.up_seconds = time.monotonic() - since
 
+    def moved_to(self, host: Host, *, console_offset: int = 0) -> None:
+        """The guest runs on `host` now (migrated there): its shell goes through that
+        dom0, its console is read from that host's log from `console_offset` (the
+        log's size before the guest arrived: console_size_on), and it is destroyed
+        there after the test."""
+        self.close()
+        self.host = host
+        self.shell.via = host
+        self.console_offset, self.console_end = console_offset, None
+
+    def console_size_on(self, host: Host) -> int:
+        """Bytes of this guest's console log on `host` now."""
+        with host.remote.client().open_sftp() as sftp:
+            try:
+                return sftp.stat(self.console_path).st_size or 0
+            except FileNotFoundError:
+                return 0
+
     def run(self, command: str, *, timeout: float | None = None,
             check: bool = True) -> CommandResult:
         """Run `command` in the guest's shell (as root)."""

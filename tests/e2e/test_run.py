@@ -121,19 +121,22 @@ def test_harness_self_tests_on_one_host(vlab: Lab) -> None:
     4.17.7; crash dom0 under a waiting test and get the host back; a guest on a bridge
     that does not exist; a test that leaks a domain and a vif; the NPIV code on FC
     transport sysfs trees made on the host, read and written through SSH; failures that
-    leave a support bundle (one burst of failures: one bundle)."""
+    leave a support bundle (one burst of failures: one bundle); a guest that silently
+    rebooted across save/restore."""
     reports = PROJECT_ROOT / "reports" / "e2e-self-tests"
     no_xen_yet = (PROJECT_ROOT / "testsuites" / "supportconfig" / "test_support_bundle.py"
                   ).as_posix() + "::test_xen_section_skipped_on_a_host_without_xen"
     done = run_scenarios([SCENARIOS / "npiv_sysfs.py", Path(no_xen_yet),
                           SCENARIOS / "switch_builds.py",
                           SCENARIOS / "crash_injection.py", SCENARIOS / "support_on_failure.py",
+                          SCENARIOS / "migration_silent_reboot.py",
                           SCENARIOS / "guest_selftests.py"],
                          reports, "--hosts", "vlab1")
     results = allure_results(reports)
     expected_failures = {"test_dom0_crash_fails_the_waiting_test[vlab1]",
                          "test_deliberate_failure_leaves_a_support_bundle[vlab1]",
                          "test_second_failure_of_the_burst_links_the_same_bundle[vlab1]",
+                         "test_silently_rebooted_guest_is_caught[vlab1]",
                          "test_vif_on_a_missing_bridge_fails_with_the_hotplug_error[vlab1]",
                          "test_leaked_domain_and_vif_fail_the_test[vlab1]"}
     outcome = {name: result["status"] for name, result in results.items()}
@@ -189,6 +192,20 @@ def test_harness_self_tests_on_one_host(vlab: Lab) -> None:
     assert ("echo c0507611a2b3c402:c0507601a2b3c402 > /tmp/xenhil-npiv/test_create_and_"
             "delete_write_what_the_kernel_documents/sys/class/fc_host/host5/vport_create"
             ) in commands
+
+    # A guest that rebooted across save/restore fails the continuity check.
+    assert_silent_reboot_caught(reports,
+                                results["test_silently_rebooted_guest_is_caught[vlab1]"])
+
+
+def assert_silent_reboot_caught(reports: Path, result: dict) -> None:
+    """Save and restore went through (their figures are there), and the continuity check
+    failed the test as a product failure, saying what started over."""
+    assert result["status"] == "failed", result.get("statusDetails")
+    message = result["statusDetails"]["message"]
+    assert "GuestRebooted" in message and "restarted during save/restore" in message, message
+    assert "boot id changed" in message, message
+    assert '"seconds"' in attachment(reports, result, "figures: restore")
 
 
 def assert_support_bundle_on_failure(reports: Path, host: str = "vlab1") -> None:

@@ -1,0 +1,114 @@
+"""Storage that two hosts see: a file exported by nbd-server on one host, attached with
+nbd-client as the same /dev/nbdN on every host (a migrated guest's disk names the same
+device on the destination). Exported on the host-to-host link only; made and removed by
+the test that needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Sequence
+
+from .errors import ConfigError, InfrastructureError
+from .host import Host
+
+log = logging.getLogger(__name__)
+
+IMAGES_DIR = "/var/lib/xen/images/xenhil"
+NBD_PORT = 10809  # the NBD protocol's registered port
+MAX_NBD_DEVICES = 16  # the nbd module's default nbds_max
+
+
+def free_nbd_indexes(sys_block_listing: str) -> set[int]:
+    """Indexes N of /dev/nbdN that are not connected, from the output of
+    `for d in /sys/block/nbd*; do echo $d $(cat $d/size); done` (size 0: free)."""
+    free = set()
+    for line in sys_block_listing.splitlines():
+        match = re.fullmatch(r"\S*/nbd(\d+) (\d+)", line.strip())
+        if match and match.group(2) == "0":
+            free.add(int(match.group(1)))
+    return free
+
+
+class SharedDisk:
+    """A raw disk image on `server`, attached as the same /dev/nbdN on each of `hosts`."""
+
+    def __init__(self, name: str, server: Host, hosts: Sequence[Host], size_mb: int) -> None:
+        if server.spec.link_address is None:
+            raise ConfigError(f"{server.name}: no link_address in the lab file; NBD is "
+                              "exported on the host-to-host link")
+        self.name = name
+        self.server = server
+        self.hosts = list(hosts)
+        self.size_mb = size_mb
+        self.image = f"{IMAGES_DIR}/shared-{name}.img"
+        self.config = f"/run/xenhil-nbd-{name}.conf"
+        self.pidfile = f"/run/xenhil-nbd-{name}.pid"
+        self.device: str | None = None
+        self._attached: list[Host] = []
+
+    def __enter__(self) -> SharedDisk:
+        self.create()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.remove()
+
+    def create(self) -> None:
+        """Export the image and attach it on every host."""
+        server = self.server
+        log.info("%s: exporting %d MiB over NBD as %s", server.name, self.size_mb, self.name)
+        config = (f"[generic]\nuser = root\ngroup = root\n"
+                  f"listenaddr = {server.spec.link_address}\nport = {NBD_PORT}\n"
+                  f"[{self.name}]\nexportname = {self.image}\n")
+        server.run(f"mkdir -p {IMAGES_DIR} && truncate -s {self.size_mb}M {self.image} && "
+                   f"printf '%s' {shlex.quote(config)} > {self.config} && "
+                   f"nbd-server -C {self.config} -p {self.pidfile}")
+        index = self._common_free_index()
+        self.device = f"/dev/nbd{index}"
+        for host in self.hosts:
+            host.run(f"nbd-client {server.spec.link_address} {NBD_PORT} {self.device} "
+                     f"-N {self.name}")
+            self._attached.append(host)
+            size = int(host.run(f"blockdev --getsize64 {self.device}").stdout)
+            if size != self.size_mb << 20:
+                raise InfrastructureError(f"{host.name}: {self.device} has {size} bytes, "
+                                          f"the export {self.size_mb} MiB")
+        log.info("%s attached as %s on %s", self.name, self.device,
+                 ", ".join(host.name for host in self.hosts))
+
+    def _common_free_index(self) -> int:
+        free: set[int] | None = None
+        for host in self.hosts:
+            listing = host.run(
+                "modprobe nbd && for d in /sys/block/nbd*; do echo $d $(cat $d/size); done"
+            ).stdout
+            free = free_nbd_indexes(listing) if free is None else free & free_nbd_indexes(
+                listing)
+        if not free:
+            raise InfrastructureError(
+                f"no /dev/nbdN free on all of {', '.join(h.name for h in self.hosts)} "
+                f"(the nbd module has {MAX_NBD_DEVICES} by default): disconnect stale ones "
+                "with `nbd-client -d /dev/nbdN`")
+        return min(free)
+
+    def remove(self) -> None:
+        """Detach everywhere, stop the server, delete the image; the first problem is
+        raised after every step was tried."""
+        problems = []
+        for host in self._attached:
+            result = host.run(f"nbd-client -d {self.device}", check=False)
+            if not result.ok:
+                problems.append(f"{host.name}: nbd-client -d {self.device}: "
+                                f"{(result.stderr or result.stdout).strip()}")
+        self._attached.clear()
+        result = self.server.run(
+            f"[ -e {self.pidfile} ] && kill $(cat {self.pidfile}); "
+            f"rm -f {self.pidfile} {self.config} {self.image}", check=False)
+        if not result.ok:
+            problems.append(f"{self.server.name}: stopping nbd-server: "
+                            f"{(result.stderr or result.stdout).strip()}")
+        if problems:
+            raise InfrastructureError("shared disk not cleaned up: " + "; ".join(problems))

@@ -1,0 +1,53 @@
+"""Migration scenarios: the shared disk fixture, and the Xen logs of both hosts on failure."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import allure
+import pytest
+
+from harness.host import Host
+from harness.migration import live_migration_unsupported, xen_logs
+from harness.nbd import SharedDisk
+
+SHARED_DISK_MB = 64
+
+
+@pytest.fixture
+def live_pair(host_pair: tuple[Host, Host]) -> tuple[Host, Host]:
+    """host_pair, for tests that live-migrate: skipped where the build cannot."""
+    for host in host_pair:
+        reason = live_migration_unsupported(host)
+        if reason is not None:
+            pytest.skip(reason)
+    return host_pair
+
+
+@pytest.fixture
+def shared_disk(live_pair: tuple[Host, Host]) -> Iterator[SharedDisk]:
+    """A disk both hosts see as the same /dev/nbdN, exported by the source. Asked for
+    before pv_guest, it is removed after the test's guests are destroyed."""
+    source, destination = live_pair
+    with SharedDisk("xenhil-shared", source, [source, destination], SHARED_DISK_MB) as disk:
+        yield disk
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[
+        None, Any, None]:
+    """A failed migration test gets `xl dmesg` and /var/log/xen of both hosts (its com1
+    slices and transcripts are attached by the plugin)."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    pair = getattr(item, "funcargs", {}).get("host_pair")  # live_pair asks for it too
+    if report.when != "call" or not report.failed or pair is None:
+        return
+    for host in pair:
+        try:
+            logs = xen_logs(host)
+        except Exception as error:  # a host that is down still leaves the other's logs
+            logs = f"(not readable: {error})"
+        allure.attach(logs, name=f"{host.name} xl dmesg and /var/log/xen",
+                      attachment_type=allure.attachment_type.TEXT)
