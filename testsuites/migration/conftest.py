@@ -28,7 +28,7 @@ def live_pair(host_pair: tuple[Host, Host]) -> tuple[Host, Host]:
 @pytest.fixture
 def shared_disk(live_pair: tuple[Host, Host]) -> Iterator[SharedDisk]:
     """A disk both hosts see as the same /dev/nbdN, exported by the source. Asked for
-    before pv_guest, it is removed after the test's guests are destroyed."""
+    before guests, it is removed after the test's guests are destroyed."""
     source, destination = live_pair
     with SharedDisk("xenhil-shared", source, [source, destination], SHARED_DISK_MB) as disk:
         yield disk
