@@ -107,8 +107,10 @@ def run(
             # labgrid's own pytest plugin is not used: our plugin builds the targets.
             "--rootdir", str(PROJECT_ROOT), "-p", "no:cacheprovider", "-p", "no:labgrid",
             "--lab", str(lab_path), "--run-id", run_id,
-            "--hosts", ",".join(spec.name for spec in selected),
-            "--alluredir", str(reports / "allure-results"),
+            # only hosts the user chose: without, the lab's single_host_scenarios_on holds
+            *(["--hosts", ",".join(spec.name for spec in selected)] if hosts else []),
+            # a rerun with the same run id must not mix in the earlier run's results
+            "--alluredir", str(reports / "allure-results"), "--clean-alluredir",
             "--junitxml", str(reports / "junit.xml"),
             "-o", "log_cli=true", "--log-cli-level=INFO", "-v",
             *(["--build", build] if build else []),

@@ -46,7 +46,8 @@ def run_scenarios(paths: list[Path], reports: Path,
         [sys.executable, "-m", "pytest", *map(str, paths), "-p", "no:cacheprovider",
          "-p", "no:labgrid",
          "--rootdir", str(PROJECT_ROOT), "--lab", str(DEFAULT_LAB), "--run-id", reports.name,
-         "--alluredir", str(reports / "allure-results"), "-o", "log_cli=true",
+         "--alluredir", str(reports / "allure-results"), "--clean-alluredir",
+         "-o", "log_cli=true",
          "--log-cli-level=INFO", *args],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=3600)
 
