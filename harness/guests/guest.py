@@ -17,7 +17,7 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,7 +222,7 @@ class Guest:
         host.run(f"mkdir -p {CONFIG_DIR} && printf '%s' {shlex.quote(self.config.render())} "
                  f"> {self.config_path}")
         # xenconsoled appends to the log of an earlier guest of the same name
-        self.console_offset = self._console_size()
+        self.console_offset = self.console_size_on(host)
         started = time.monotonic()
         try:
             self._xl(f"xl create {self.config_path}", "xl_create", "was not created")
@@ -274,11 +274,7 @@ class Guest:
 
     def console_size_on(self, host: Host) -> int:
         """Bytes of this guest's console log on `host` now."""
-        with host.remote.client().open_sftp() as sftp:
-            try:
-                return sftp.stat(self.console_path).st_size or 0
-            except FileNotFoundError:
-                return 0
+        return _remote_size(host, self.console_path) or 0
 
     def run(self, command: str, *, timeout: float | None = None,
             check: bool = True) -> CommandResult:
@@ -297,12 +293,6 @@ class Guest:
         except FileNotFoundError:
             return ""
         return data.decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
-
-    def _console_size(self) -> int:
-        try:
-            return self._sftp().stat(self.console_path).st_size or 0
-        except FileNotFoundError:
-            return 0
 
     def _sftp(self) -> paramiko.SFTPClient:
         """One SFTP session on the host's connection, kept for the console polls
@@ -514,10 +504,24 @@ class GuestFactory:
         return self._networks[host.name]
 
 
+# The lab file's option naming a host's network for its routed or NAT guests.
+GUEST_NETWORK_OPTIONS = {"route": "routed_guest_network", "nat": "nat_guest_network"}
+
+
+# A test's way to that network: the network, or a skip naming the missing option.
+NetworkOrSkip = Callable[[Host, str], str]
+
+
+def lab_guest_network(host: Host, network: str) -> ipaddress.IPv4Network | None:
+    """What the lab file gives `host`'s routed or NAT guests, if anything."""
+    value: ipaddress.IPv4Network | None = getattr(host.spec, GUEST_NETWORK_OPTIONS[network])
+    return value
+
+
 def guest_network(host: Host, network: str) -> ipaddress.IPv4Network:
     """The lab's network for `host`'s routed or NAT guests."""
-    key = {"route": "routed_guest_network", "nat": "nat_guest_network"}[network]
-    value: ipaddress.IPv4Network | None = getattr(host.spec, key)
+    key = GUEST_NETWORK_OPTIONS[network]
+    value = lab_guest_network(host, network)
     if value is None:
         raise ConfigError(f"{host.lab.path}: host {host.name}: no {key}: {network} "
                           "guests need addresses of their own (e.g. 203.0.113.0/28)")

@@ -12,23 +12,17 @@ from __future__ import annotations
 import pytest
 
 from harness.figures import Figures
-from harness.guests.guest import BRIDGE, GuestFactory
+from harness.guests.guest import BRIDGE, GuestFactory, NetworkOrSkip
 from harness.host import Host
 from harness.network import check_pings, forwarding, masquerade, measure_transfer
 
 pytestmark = pytest.mark.area("networking")
 
 
-def nat_network(host: Host) -> str:
-    network = host.spec.nat_guest_network
-    if network is None:
-        pytest.skip(f"{host.name} has no nat_guest_network in the lab file")
-    return str(network)
-
-
-def test_nat_guests_talk_to_dom0_and_each_other(xen_host: Host, guests: GuestFactory,
-                                                figures: Figures) -> None:
-    nat_network(xen_host)
+def test_nat_guests_talk_to_dom0_and_each_other(
+        xen_host: Host, guests: GuestFactory, figures: Figures,
+        guest_network_or_skip: NetworkOrSkip) -> None:
+    guest_network_or_skip(xen_host, "nat")
     with forwarding(xen_host):
         first = guests(on=xen_host, network="nat")
         second = guests(on=xen_host, network="nat")
@@ -38,10 +32,10 @@ def test_nat_guests_talk_to_dom0_and_each_other(xen_host: Host, guests: GuestFac
 
 
 def test_nat_guest_reaches_the_other_host_as_dom0(xen_host_pair: tuple[Host, Host],
-                                                  guests: GuestFactory,
-                                                  figures: Figures) -> None:
+                                                  guests: GuestFactory, figures: Figures,
+        guest_network_or_skip: NetworkOrSkip) -> None:
     here, there = xen_host_pair
-    private = nat_network(here)
+    private = guest_network_or_skip(here, "nat")
     if not there.spec.link_address or not here.spec.link_address:
         pytest.skip("needs the hosts' link_address in the lab file")
     with forwarding(here), masquerade(here, private, BRIDGE):

@@ -12,23 +12,17 @@ from __future__ import annotations
 import pytest
 
 from harness.figures import Figures
-from harness.guests.guest import GuestFactory, route_gateway
+from harness.guests.guest import GuestFactory, NetworkOrSkip, route_gateway
 from harness.host import Host
 from harness.network import check_pings, forwarding, routes, wait_gone
 
 pytestmark = pytest.mark.area("networking")
 
 
-def routed_network(host: Host) -> str:
-    network = host.spec.routed_guest_network
-    if network is None:
-        pytest.skip(f"{host.name} has no routed_guest_network in the lab file")
-    return str(network)
-
-
-def test_routed_guests_talk_to_dom0_and_each_other(xen_host: Host, guests: GuestFactory,
-                                                   figures: Figures) -> None:
-    routed_network(xen_host)
+def test_routed_guests_talk_to_dom0_and_each_other(
+        xen_host: Host, guests: GuestFactory, figures: Figures,
+        guest_network_or_skip: NetworkOrSkip) -> None:
+    guest_network_or_skip(xen_host, "route")
     with forwarding(xen_host):
         first = guests(on=xen_host, network="route")
         second = guests(on=xen_host, network="route")
@@ -45,9 +39,11 @@ def test_routed_guests_talk_to_dom0_and_each_other(xen_host: Host, guests: Guest
 
 
 def test_routed_guests_on_two_hosts_talk(xen_host_pair: tuple[Host, Host],
-                                         guests: GuestFactory, figures: Figures) -> None:
+                                         guests: GuestFactory, figures: Figures,
+        guest_network_or_skip: NetworkOrSkip) -> None:
     here, there = xen_host_pair
-    here_net, there_net = routed_network(here), routed_network(there)
+    here_net = guest_network_or_skip(here, "route")
+    there_net = guest_network_or_skip(there, "route")
     if not (here.spec.link_address and there.spec.link_address):
         pytest.skip("the dom0s route to each other's guests over their link_address: "
                     "the lab file gives none")
