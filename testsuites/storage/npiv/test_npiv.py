@@ -28,7 +28,8 @@ from harness.hotplug import (
     LIBXL_HOTPLUG_TIMEOUT,
     hotplug_timeout_key_support,
 )
-from harness.npiv import NpivHost, npiv_preflight
+from harness.npiv.preflight import npiv_preflight
+from harness.npiv.vports import NpivHost
 from harness.plugin import BootedHosts, XenhilRun
 
 pytestmark = pytest.mark.area("storage")
