@@ -20,7 +20,7 @@ import yaml
 
 from .errors import ConfigError
 from .ipmi import BMC
-from .npiv import InvalidWWN, NpivConfig, VportName, default_wwnn, parse_wwn
+from .npiv.wwn import InvalidWWN, NpivConfig, VportName, default_wwnn, parse_wwn
 from .paths import PROJECT_ROOT, UnknownVariable, expand
 from .timeouts import TIMEOUTS, Timeouts
 

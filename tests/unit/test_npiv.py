@@ -12,24 +12,15 @@ import yaml
 from harness.errors import ConfigError, InfrastructureError
 from harness.guests.guest import GuestConfig
 from harness.lab import DEFAULT_LAB, load_lab
-from harness.npiv import (
-    FCHost,
-    InvalidWWN,
+from harness.npiv.script import (
     NpivDisk,
     NpivScriptUnreadable,
-    VportName,
-    default_wwnn,
-    fc_hosts_from,
-    free_vport_name,
-    leaked_vports,
-    luns_from,
     npiv_target_fields,
     npiv_target_layouts,
-    parse_dump,
-    parse_wwn,
-    sysfs_wwn,
-    vports_from,
 )
+from harness.npiv.sysfs import FCHost, fc_hosts_from, luns_from, parse_dump, vports_from
+from harness.npiv.vports import free_vport_name, leaked_vports
+from harness.npiv.wwn import InvalidWWN, VportName, default_wwnn, parse_wwn, sysfs_wwn
 from harness.paths import PROJECT_ROOT
 
 DATA = Path(__file__).parent.parent / "data" / "npiv"

@@ -18,14 +18,11 @@ import pytest
 from fc_sysfs_tree import FCTree
 
 from harness.host import Host
-from harness.npiv import (
-    FCSysfs,
-    NpivConfig,
-    VportName,
-    leaked_vports,
-    npiv_preflight,
-    read_target_fields,
-)
+from harness.npiv.preflight import npiv_preflight
+from harness.npiv.script import read_target_fields
+from harness.npiv.sysfs import FCSysfs
+from harness.npiv.vports import leaked_vports
+from harness.npiv.wwn import NpivConfig, VportName
 
 FABRIC = "100000051e0f1a2b"
 PORT = "21000024ff3a1b2c"

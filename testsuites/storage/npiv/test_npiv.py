@@ -22,14 +22,14 @@ import pytest
 
 from harness.guests.guest import Guest, GuestFactory, GuestFailed
 from harness.host import Host
-from harness.npiv import (
+from harness.hotplug import (
     HOTPLUG_TIMEOUT_KEY,
     HOTPLUG_TIMEOUT_MESSAGE,
     LIBXL_HOTPLUG_TIMEOUT,
-    NpivHost,
     hotplug_timeout_key_support,
-    npiv_preflight,
 )
+from harness.npiv.preflight import npiv_preflight
+from harness.npiv.vports import NpivHost
 from harness.plugin import BootedHosts, XenhilRun
 
 pytestmark = pytest.mark.area("storage")

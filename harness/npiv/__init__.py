@@ -1,0 +1,1 @@
+"""NPIV: Fibre Channel virtual ports (vports) for guest disks, over SSH."""
