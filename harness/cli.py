@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from .errors import HarnessError
+from .errors import ConfigError, HarnessError
 from .ipmi import IPMITool
 from .lab import DEFAULT_LAB, Lab, load_lab
 from .paths import cache_dir
@@ -28,6 +28,7 @@ EPILOG = """\
 examples:
   xenhil run                        default profile on the virtual lab (what `make run` does)
   xenhil run --build DIR --hosts vlab1 -- -k dmesg
+  xenhil report RUN_ID              index.html and junit.xml of a run that was killed
   xenhil lab check --lab labs/my-lab.yaml
   xenhil console vlab1              live com1, read-only
   xenhil vlab build                 build the virtual lab's image and default Xen builds
@@ -147,6 +148,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"com1    : {outcome.reports / 'com1'}")
     console.print(f"junit   : {outcome.reports / 'junit.xml'}")
     return outcome.exit_code
+
+
+def _run_directory(args: argparse.Namespace) -> Path:
+    given = Path(args.run)
+    if args.reports is None and given.is_dir():
+        return given
+    reports = args.reports or _lab(args, check_files=False).reports_dir
+    if not (reports / given).is_dir():
+        raise ConfigError(f"{reports / given}: no such run directory; give a run id under "
+                          f"{reports} (ls {reports}) or the path of a run directory")
+    return reports / given
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rebuild index.html (and junit.xml if missing) of a run from its allure-results."""
+    from .report import counts, junit_older_than_results, read_results, write_html, write_junit
+
+    run_dir = _run_directory(args)
+    allure_dir = run_dir / "allure-results"
+    if not allure_dir.is_dir():
+        raise ConfigError(f"{allure_dir}: not found, so {run_dir} is not the directory of "
+                          "a `xenhil run`; give reports/<run-id> or its run id")
+    results = read_results(allure_dir)
+    if not results:
+        raise ConfigError(f"{allure_dir}: no test result (the run stopped before its first "
+                          "test ended), nothing to report; run the profile again")
+    html = write_html(run_dir, f"xen-hil run {run_dir.name} (rebuilt from allure-results)",
+                      results)
+    console.print(f"report  : {html} (rebuilt)")
+    junit = run_dir / "junit.xml"
+    if not junit.exists():
+        console.print(f"junit   : {write_junit(run_dir, results)} (from allure-results)")
+    elif junit_older_than_results(run_dir):
+        console.print(f"junit   : {junit} kept, but it is older than allure-results: from an "
+                      "earlier run with this id? Delete it and run `xenhil report` again")
+    else:
+        console.print(f"junit   : {junit} kept (pytest's, richer than allure-results)")
+    # read_results sorts by status, so the tally lists failed first.
+    tally = ", ".join(f"{count} {status}" for status, count in counts(results).items())
+    console.print(f"results : {tally}")
+    return 0
 
 
 def cmd_lab_check(args: argparse.Namespace) -> int:
@@ -269,6 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
                      help="passed to pytest, e.g. -- -k dmesg")
     run.set_defaults(func=cmd_run)
+
+    report = commands.add_parser(
+        "report", help="rebuild a run's index.html and junit.xml from its allure-results",
+        description="Use it after a run was killed (SIGKILL, OOM killer, a lost CI job): "
+                    "the run then wrote neither index.html nor junit.xml, but allure-pytest "
+                    "had written a result for every test that ended. Rebuilds index.html "
+                    "always, and writes junit.xml only where it is missing: a junit.xml "
+                    "that pytest wrote is kept, as it is richer (pytest's full report, "
+                    "setup and teardown errors as their own entries). The test that was "
+                    "running when the run was killed has no result and is not listed.")
+    report.add_argument("run", metavar="RUN", help="run id (a directory under the reports "
+                        "directory) or the path of a run directory")
+    report.add_argument("--reports", type=Path, metavar="DIR",
+                        help="reports directory to find RUN in (default: the lab file's "
+                             "xenhil.reports)")
+    report.set_defaults(func=cmd_report)
 
     lab_commands = commands.add_parser("lab", help="the lab file").add_subparsers(
         dest="lab_command", required=True, metavar="ACTION")

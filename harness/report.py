@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import json
+import re
+import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +22,13 @@ STATUS_ORDER = ("failed", "broken", "passed", "skipped", "unknown")
 @dataclass(frozen=True)
 class TestResult:
     name: str
+    module: str  # fullName without the test function: pytest's junit classname
     full_name: str
     status: str
     duration_s: float
     host: str
     message: str
+    trace: str
     attachments: tuple[tuple[str, str], ...]  # (name, file in allure-results)
 
 
@@ -37,14 +41,17 @@ def read_results(allure_dir: Path) -> list[TestResult]:
         attachments = [(a["name"], a["source"]) for a in data.get("attachments", [])]
         for step in data.get("steps", []):
             attachments += [(a["name"], a["source"]) for a in step.get("attachments", [])]
+        # fullName has the module but not the parameters; name has the parameters.
+        module = data.get("fullName", "?").split("#")[0]
         results.append(TestResult(
             name=data.get("name", "?"),
-            # fullName has the module but not the parameters; name has the parameters.
-            full_name=data.get("fullName", "?").split("#")[0] + "::" + data.get("name", "?"),
-            status=data.get("status", "unknown"),
+            module=module,
+            full_name=module + "::" + data.get("name", "?"),
+            status=data.get("status") or "unknown",
             duration_s=(data.get("stop", 0) - data.get("start", 0)) / 1000,
             host=labels.get("lab_host", ""),
             message=(details.get("message") or "").strip(),
+            trace=(details.get("trace") or "").strip(),
             attachments=tuple(attachments),
         ))
     results.sort(key=lambda r: (STATUS_ORDER.index(r.status)
@@ -94,3 +101,64 @@ failed = the product (Xen) misbehaved; broken = the lab did.</p>
     out = reports / "index.html"
     out.write_text(page)
     return out
+
+
+# Characters XML 1.0 forbids (com1 output brings ANSI escapes and NULs into messages):
+# ElementTree writes them as they are, and the file would not parse.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_XML.sub(lambda match: f"#x{ord(match.group()):02X}", text)
+
+
+_JUNIT_ELEMENT = {"failed": "failure", "broken": "error", "skipped": "skipped"}
+
+
+def _junit_element(status: str) -> str | None:
+    """The junit element of an allure status, None for passed. Any other status (unknown,
+    missing) is an error: nothing says the test passed."""
+    return None if status == "passed" else _JUNIT_ELEMENT.get(status, "error")
+
+
+def write_junit(reports: Path, results: list[TestResult]) -> Path:
+    """reports/junit.xml from allure results: failed -> <failure> (the product),
+    broken -> <error> (the lab), skipped -> <skipped>."""
+    outcomes = [(result, _junit_element(result.status)) for result in results]
+    tally = Counter(element for _, element in outcomes)
+    suite = ET.Element("testsuite", {
+        "name": "xen-hil",
+        "tests": str(len(results)),
+        "failures": str(tally["failure"]),
+        "errors": str(tally["error"]),
+        "skipped": str(tally["skipped"]),
+        "time": f"{sum(result.duration_s for result in results):.3f}",
+    })
+    for result, element in outcomes:
+        case = ET.SubElement(suite, "testcase", {
+            "classname": _xml_text(result.module),
+            "name": _xml_text(result.name),
+            "time": f"{result.duration_s:.3f}",
+        })
+        if element is None:
+            continue
+        message = result.message or f"allure status {result.status}"
+        outcome = ET.SubElement(case, element, {"message": _xml_text(message)})
+        outcome.text = _xml_text("\n\n".join(part for part in (message, result.trace) if part))
+    # The root pytest writes too: consumers read both runs' junit.xml alike.
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    out = reports / "junit.xml"
+    ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
+    return out
+
+
+def junit_older_than_results(reports: Path) -> bool:
+    """Whether reports/junit.xml is older than the newest allure result. pytest writes
+    junit.xml after every result of its run, so an older one is likely left by an earlier
+    run with the same run id (whose allure results the rerun cleaned)."""
+    newest_result = max((path.stat().st_mtime_ns
+                         for path in (reports / "allure-results").glob("*-result.json")),
+                        default=0)
+    return (reports / "junit.xml").stat().st_mtime_ns < newest_result
