@@ -142,7 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         extra_pytest_args=args.pytest_args,
     )
     tally = ", ".join(f"{count} {status}" for status, count in sorted(outcome.tally.items()))
-    console.rule("xen-hil run finished")
+    console.rule("xen-hil run interrupted" if outcome.exit_code > 128
+                 else "xen-hil run finished")
     console.print(f"results : {tally or 'no tests ran'}")
     console.print(f"report  : {outcome.html}")
     console.print(f"com1    : {outcome.reports / 'com1'}")
@@ -233,8 +234,10 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     from .com1 import Com1Recorder
 
-    spec = _lab(args).host(args.host)
-    log_path = Path(args.log or f"console-{spec.name}-{int(time.time())}.log")
+    lab = _lab(args)
+    spec = lab.host(args.host)
+    log_path = Path(args.log) if args.log else \
+        lab.reports_dir / "console" / f"{spec.name}-{int(time.time())}.log"
     console.print(f"com1 of {spec.name} at {spec.com1} (recorded to {log_path}); "
                   f"{'input goes to the host' if args.write else 'read-only'}; Ctrl-C ends")
     with Com1Recorder(spec.com1.address, spec.com1.port, log_path, name=spec.name) as com1:
@@ -343,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     console_parser.add_argument("--write", action="store_true",
                                 help="send keyboard input to the console")
     console_parser.add_argument("--log", help="also record to this file "
-                                "(default: console-<host>-<time>.log)")
+                                "(default: <reports>/console/<host>-<time>.log)")
     console_parser.set_defaults(func=cmd_console)
 
     support = commands.add_parser(

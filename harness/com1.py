@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from harness.console_watch import ConsoleCrash, ConsoleWatcher
 
@@ -89,6 +89,30 @@ def _utc_stamp(when: float) -> str:
 
 _registry: dict[tuple[str, int], Com1Recorder] = {}
 _registry_lock = threading.Lock()
+
+
+AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
+
+
+def resolve(host: str, port: int, timeout: float) -> AddressInfo:
+    """getaddrinfo with a deadline (the resolver has none of its own)."""
+    answer: list[AddressInfo] = []
+    problem: list[OSError] = []
+
+    def lookup() -> None:
+        try:
+            answer.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as error:
+            problem.append(error)
+
+    resolver = threading.Thread(target=lookup, name=f"resolve-{host}", daemon=True)
+    resolver.start()
+    resolver.join(timeout)
+    if problem:
+        raise problem[0]
+    if not answer:
+        raise TimeoutError(f"no address for {host} within {timeout:.0f} s")
+    return answer[0]
 
 
 def recorder_for(host: str, port: int) -> Com1Recorder:
@@ -186,7 +210,10 @@ class Com1Recorder:
         if self._wake is not None:
             self._wake[1].send(b"\0")  # wakes the reader thread out of select()
         if self._thread is not None:
-            self._thread.join()
+            # The reader only blocks in select() on the wake socket: this returns at once.
+            self._thread.join(self._connect_timeout + 5)
+            if self._thread.is_alive():
+                log.warning("%s: com1 reader thread did not stop", self.name)
         if self._started:
             self._marker(f"com1 recorder stopped after {self._bytes} bytes")
         with self._lock:
@@ -333,9 +360,7 @@ class Com1Recorder:
 
     def _connect(self, wake: socket.socket) -> socket.socket | None:
         """A connected socket, None if stop() came first; OSError when it cannot connect."""
-        family, kind, proto, _, address = socket.getaddrinfo(
-            self.host, self.port, type=socket.SOCK_STREAM
-        )[0]
+        family, kind, proto, _, address = resolve(self.host, self.port, self._connect_timeout)
         sock = socket.socket(family, kind, proto)
         try:
             sock.setblocking(False)

@@ -3,6 +3,11 @@
 The labgrid target (from the lab file) gives the power driver; the host adds the com1
 recorder that runs for the whole session, an SSH connection whose every command lands
 in the current test's transcript, and the boot strategy.
+
+Its `health` is what every operation on it obeys: the com1 watcher (a crash) and the
+liveness monitor (a hang, an unasked power off, a dead BMC) record faults there, and
+a fault closes the SSH connection, so whatever a test was doing on the host ends at
+once with the fault as its reason.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from labgrid.strategy import StrategyError
 
 from .build import XenBuild
 from .com1 import Com1Recorder, Com1Stream
-from .console_watch import ConsoleWatcher, Severity
+from .console_watch import ConsoleCrash, ConsoleWatcher, Severity
 from .errors import ProductFailure
+from .health import HostBroken, HostHealth
 from .install import install_build, installed_entry
+from .ipmi import BMCError
 from .lab import HostSpec, Lab
+from .liveness import LivenessMonitor, ssh_banner
 from .remote import CommandResult, RemoteHost, SSHUnavailable, Transcript
 from .strategy import BootTimeline, Status, XenBootStrategy
 from .xl import parse_xl_info
@@ -32,6 +40,16 @@ log = logging.getLogger(__name__)
 # osstest's dump: Ctrl-A three times switches the serial input from dom0 to Xen.
 XEN_INPUT_SWITCH = b"\x01\x01\x01"
 XEN_DEBUG_KEYS = "0HMQacdegimnrstuvz"
+
+
+# What the harness leaves running on a host while it works is named so that a run
+# that was killed can be cleaned up after: guests `xenhil-*`, background processes
+# with a pid file /run/xenhil-*.pid (downtime probes, NBD servers).
+CLEAR_LEFTOVERS = (
+    "for d in $(xl list 2>/dev/null | awk 'NR > 1 && $1 ~ /^xenhil-/ {print $1}'); do "
+    "echo \"guest $d\"; xl destroy \"$d\"; done; "
+    "for f in /run/xenhil-*.pid; do [ -e \"$f\" ] || continue; echo \"process $(cat \"$f\")\"; "
+    "kill $(cat \"$f\") 2>/dev/null; rm -f \"$f\"; done; true")
 
 
 class WrongXenBooted(ProductFailure):
@@ -65,24 +83,35 @@ class Host:
         self.timeouts = lab.timeouts(spec)
         self.com1 = Com1Recorder(spec.com1.address, spec.com1.port, com1_log, name=spec.name)
         self.transcripts: list[Transcript] = []
-        self.remote = RemoteHost(spec.name, spec.ssh, on_command=self._record)
+        self.health = HostHealth(spec.name)
+        self.remote = RemoteHost(spec.name, spec.ssh, on_command=self._record,
+                                 health=self.health)
+        self.health.on_fault(self.remote.close)
         # Fed continuously from com1 by a thread of its own, so that any wait of any
         # test fails at once when the host crashes. Replaced at every power-on.
         self.watcher = ConsoleWatcher()
         self._watch_lock = threading.Lock()
         self._watch_thread: threading.Thread | None = None
         self._watch_stop = threading.Event()
-        power = target.get_driver("PowerProtocol", activate=False)
-        if hasattr(power, "state_timeout"):  # ours: the table's wait, scaled for this host
-            power.state_timeout = self.timeouts["bmc_power_state"]
+        self._dumping = False  # our own debug-key dump prints call traces: not a crash
+        self.power = target.get_driver("PowerProtocol")
+        if hasattr(self.power, "state_timeout"):  # ours: the table's wait, scaled for this host
+            self.power.state_timeout = self.timeouts["bmc_power_state"]
+        self.liveness = LivenessMonitor(
+            spec.name, self.health,
+            ssh_answers=lambda: ssh_banner(spec.ssh.address, spec.ssh.port),
+            powered_on=self.power.poll,
+            console_bytes=lambda: self.com1.bytes_received,
+            hang_timeout=self.timeouts["host_hang"])
         self.strategy = XenBootStrategy(target, "xen-boot")  # type: ignore[call-arg]
         self.strategy.host = self
         self.booted: BootedXen | None = None
 
     @property
     def needs_recovery(self) -> bool:
-        """An earlier boot or test left the host crashed or its strategy broken."""
-        return self.strategy.broken is not None or self.watcher.crash is not None
+        """An earlier boot or test left the host crashed, hung or its strategy broken."""
+        return (self.strategy.broken is not None or self.watcher.crash is not None
+                or self.health.current is not None)
 
     def _record(self, result: CommandResult) -> None:
         for transcript in self.transcripts:
@@ -95,6 +124,7 @@ class Host:
         self._watch_thread = threading.Thread(target=self._watch, args=(stream,),
                                               name=f"com1-watch-{self.name}", daemon=True)
         self._watch_thread.start()
+        self.liveness.start()
 
     def _watch(self, stream: Com1Stream) -> None:
         with stream:
@@ -103,24 +133,32 @@ class Host:
                     data = stream.read(timeout=0.5)
                 except EOFError:
                     return
-                if data:
-                    with self._watch_lock:
-                        self.watcher.feed(data)
+                if not data:
+                    continue
+                with self._watch_lock:
+                    self.watcher.feed(data)
+                    crash = self.watcher.crash
+                    ours = self._dumping and crash is not None \
+                        and crash.severity < Severity.FATAL
+                if crash is not None and not ours:
+                    self.health.fault(ConsoleCrash(crash, self.watcher.evidence, self.name))
 
     def new_boot(self) -> None:
         """Power-on: what the console showed before belongs to the previous boot."""
         with self._watch_lock:
             self.watcher = ConsoleWatcher()
+        self.health.clear()
 
     def check_console(self) -> None:
-        """Raise ConsoleCrash if com1 showed a crash since this boot began."""
+        """Raise the host's fault (a crash on com1, a hang) if it has one."""
         with self._watch_lock:
             self.watcher.check(self.name)
+        self.health.check()
 
     def wait_for(self, what: str, condition: Callable[[], bool], timeout: float,
                  interval: float = 1.0) -> float:
-        """Poll `condition` until true; fail at once if com1 shows a crash meanwhile.
-        Returns the seconds it took."""
+        """Poll `condition` until true; fail at once if the host crashes or hangs
+        meanwhile. Returns the seconds it took."""
         start = time.monotonic()
         while True:
             self.check_console()
@@ -128,10 +166,15 @@ class Host:
                 return time.monotonic() - start
             if time.monotonic() - start > timeout:
                 raise TimeoutError(f"{self.name}: {what} not within {timeout:.0f} s")
-            time.sleep(interval)
+            self.health.sleep(interval)
+
+    def sleep(self, seconds: float) -> None:
+        """A pause in a procedure on this host; a fault of the host ends it at once."""
+        self.health.sleep(seconds)
 
     def close(self) -> None:
         self._watch_stop.set()
+        self.liveness.stop()
         self.remote.close()
         self.com1.stop()
         if self._watch_thread is not None:
@@ -143,7 +186,10 @@ class Host:
                                timeout=timeout or self.timeouts["command"])
 
     def power_cycle_to_shell(self, *, expect_xen: bool) -> BootTimeline:
-        """Power cycle and wait for SSH; with expect_xen the Xen banner must show."""
+        """Power cycle and wait for SSH; with expect_xen the Xen banner must show.
+        A BMC that cannot do it makes the host BROKEN for the rest of the run."""
+        self.check_not_broken()
+        self.liveness.disarm()
         self.remote.close()  # the connection cannot survive the power cycle
         self.strategy.recover()
         self.strategy.expect_xen = expect_xen
@@ -155,9 +201,26 @@ class Host:
             cause: BaseException = error
             while isinstance(cause, StrategyError) and cause.__cause__ is not None:
                 cause = cause.__cause__
+            if isinstance(cause, BMCError):
+                self.health.fault(HostBroken(f"{self.name}: cannot be power cycled back: "
+                                             f"{cause}"))
+                self.check_not_broken()
             raise cause from None
+        self.liveness.arm()
         assert self.strategy.timeline is not None
         return self.strategy.timeline
+
+    def power_off(self) -> None:
+        """Power the host off through its BMC, on purpose (nobody will call it hung)."""
+        self.liveness.disarm()
+        self.remote.close()
+        self.strategy.transition(Status.off)
+
+    def check_not_broken(self) -> None:
+        """Raise HostBroken if the lab can no longer bring this host back."""
+        broken = self.health.broken
+        if broken is not None:
+            raise broken.with_traceback(None)
 
     def boot_build(self, build: XenBuild) -> BootedXen:
         """Install `build` (booting the host first if needed), power cycle into it and
@@ -192,20 +255,27 @@ class Host:
         info = parse_xl_info(self.run("xl info", check=False).stdout)
         if not info.get("xen_version", "").startswith(build.xen_version):
             return None
+        left = self.run(CLEAR_LEFTOVERS, check=False).stdout.split("\n")
+        if any(left):
+            log.warning("%s: stopped what an earlier run left: %s", self.name,
+                        ", ".join(line for line in left if line))
         timeline = BootTimeline(self.name)
         timeline.seen["reused"] = "already running the build; not power cycled this session"
         self.booted = BootedXen(build, info["xen_version"], info, timeline)
+        self.liveness.arm()
         log.info("%s: already runs Xen %s of %s: reused without a power cycle", self.name,
                  info["xen_version"], build.label)
         return self.booted
 
     def ensure_shell(self) -> None:
         """SSH must answer; a host that does not is power cycled into whatever it has."""
+        self.check_not_broken()
         try:
             self.remote.wait_ready(timeout=5, interval=1)
         except SSHUnavailable:
             log.info("%s: no SSH; power cycling it into its default boot entry", self.name)
             self.power_cycle_to_shell(expect_xen=False)
+        self.liveness.arm()
 
     def boot_console(self) -> str:
         """com1 from the last power-on until now (the whole boot, timestamped)."""
@@ -223,18 +293,22 @@ class Host:
             return
         with self._watch_lock:
             crashed_before = self.watcher.crash is not None
-        self.send_xen_debug_keys()
-        limit, quiet = time.monotonic() + self.timeouts["debug_keys"], 2.0
-        received = self.com1.bytes_received
-        while time.monotonic() < limit:
-            time.sleep(quiet)
-            if self.com1.bytes_received == received:
-                break
+            self._dumping = True
+        try:
+            self.send_xen_debug_keys()
+            limit, quiet = time.monotonic() + self.timeouts["debug_keys"], 2.0
             received = self.com1.bytes_received
-        with self._watch_lock:
-            crash = self.watcher.crash
-            if not crashed_before and (crash is None or crash.severity < Severity.FATAL):
-                self.watcher = ConsoleWatcher()
+            while time.monotonic() < limit:
+                time.sleep(quiet)
+                if self.com1.bytes_received == received:
+                    break
+                received = self.com1.bytes_received
+        finally:
+            with self._watch_lock:
+                self._dumping = False
+                crash = self.watcher.crash
+                if not crashed_before and (crash is None or crash.severity < Severity.FATAL):
+                    self.watcher = ConsoleWatcher()
 
     def send_xen_debug_keys(self, keys: str = XEN_DEBUG_KEYS) -> None:
         """Make Xen dump its state to com1 (osstest does this before fetching logs)."""

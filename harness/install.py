@@ -38,8 +38,10 @@ class Distro:
         if self.family == "debian":
             # Local files only: hosts may have no package mirror. Downgrades are how a
             # bisection goes back to an older build.
+            # A dpkg lock still held (a run killed mid-install) is waited for, not fatal.
             return ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades "
-                    "--no-install-recommends -o Dpkg::Options::=--force-confdef "
+                    "--no-install-recommends -o DPkg::Lock::Timeout=120 "
+                    "-o Dpkg::Options::=--force-confdef "
                     f"-o Dpkg::Options::=--force-confold {quoted}")
         return f"zypper --non-interactive install --oldpackage --allow-unsigned-rpm {quoted}"
 

@@ -213,17 +213,18 @@ class PingProbe:
         self.host = host
         self.address = address
         self.log_file = f"/run/xenhil-probe-{tag}.log"
+        self.pid_file = f"/run/xenhil-probe-{tag}.pid"  # found by Host.CLEAR_LEFTOVERS
         self.pid: int | None = None
 
     def start(self) -> None:
         out = self.host.run(
-            f"nohup ping -D -O -n -i {PROBE_INTERVAL} -W 1 {self.address} "
-            f"< /dev/null > {self.log_file} 2>&1 & echo $!").stdout
+            f"nohup ping -D -O -n -i {PROBE_INTERVAL} -W 1 {shlex.quote(self.address)} "
+            f"< /dev/null > {self.log_file} 2>&1 & echo $! | tee {self.pid_file}").stdout
         self.pid = int(out.strip())
 
     def stop(self) -> ProbeResult:
         result = self.host.run(f"kill -INT {self.pid}; sleep 0.5; cat {self.log_file}; "
-                               f"rm -f {self.log_file}", check=False)
+                               f"rm -f {self.log_file} {self.pid_file}", check=False)
         self.pid = None
         return parse_ping_probe(result.stdout)
 

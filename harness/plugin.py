@@ -18,20 +18,17 @@ Fixtures, each built on the one before:
 Markers: area(name), bug(ref, ...), needs(capability).
 Per test, attached to the allure report: the com1 slice of every host, the transcript
 of every command, the boot timeline. Product failures are `failed`, lab breakage is
-`broken` (allure's rule: AssertionError fails, anything else breaks).
-On a failed or broken test: a support bundle of every host it used (harness/support.py),
-once per host per burst of failures, under reports/<run-id>/support/<host>/, linked.
+`broken` (allure's rule: AssertionError fails, anything else breaks). What a failed,
+broken or interrupted test reports and collects is harness/verdicts.py.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import allure
 import pytest
@@ -51,9 +48,11 @@ from .migration import pair_hosts
 from .network import diagnosis
 from .paths import cache_dir, expand
 from .remote import SSHUnavailable, Transcript
-from .support import SupportBundle, collect
 
 log = logging.getLogger(__name__)
+
+# Verdicts: fault-first failures, interruption, what a failure collects.
+pytest_plugins = ["harness.verdicts"]
 
 MARKERS = {
     "area(name)": "scenario area: boot, guests, networking, storage, migration, supportconfig",
@@ -173,6 +172,7 @@ class BootedHosts:
 
     def get(self, name: str) -> Host:
         host = self.run.hosts[name]
+        host.check_not_broken()  # its remaining tests end at once, BROKEN
         if host.booted is None and self.reuse and host.adopt_running_build(self.build):
             return host
         if host.booted is None or host.booted.build != self.build:
@@ -367,106 +367,3 @@ def _label(request: pytest.FixtureRequest, run: XenhilRun) -> None:
     for fixture in ("xen_host", "lab_host"):
         if callspec is not None and fixture in callspec.params:
             allure.dynamic.label("lab_host", callspec.params[fixture])
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[
-        None, Any, None]:
-    """After the test body (or a failed setup, e.g. a boot): on failure make Xen dump its
-    state to com1, then attach the evidence to the test's result. (Attached from a
-    fixture's teardown, allure would file it under the fixture, not the test.)"""
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
-    evidence = item.stash.get(EVIDENCE, None)
-    if report.when == "teardown" or (report.when == "setup" and report.passed):
-        return
-    if report.failed:
-        broken = call.excinfo is not None and not call.excinfo.errisinstance(AssertionError)
-        item.user_properties.append(("xenhil_outcome", "broken" if broken else "failed"))
-        _attach_guest_diagnosis(item)
-        if evidence is not None:
-            # which hosts crashed, as the failure left them
-            down = {name for name, host in evidence.run.hosts.items() if host.needs_recovery}
-            _dump_xen_state(evidence.run)
-            _support_bundles_after_failure(item, evidence, down)
-    elif report.when == "call" and report.passed:
-        item.config.stash[FAILURE_BURST] = {}  # a pass ends the burst of failures
-    if evidence is not None:
-        evidence.attach()
-    measured = item.stash.get(FIGURES, None)
-    if measured is not None and measured.values and report.when == "call":
-        allure.attach(measured.render(), name="figures",
-                      attachment_type=allure.attachment_type.TEXT)
-
-
-def _attach_guest_diagnosis(item: pytest.Item) -> None:
-    """With the test's guests still there: dom0's guest and network state and the
-    hotplug logs of every host they ran on."""
-    factory = getattr(item, "funcargs", {}).get("guests")
-    if not isinstance(factory, GuestFactory):
-        return
-    for host in sorted(factory.hosts, key=lambda host: host.name):
-        try:
-            text = diagnosis(host)
-        except Exception as error:  # the failure itself must still be reported
-            text = f"(diagnosis not collected: {error})"
-        allure.attach(text, name=f"{host.name} guests and network",
-                      attachment_type=allure.attachment_type.TEXT)
-
-
-def _dump_xen_state(run: XenhilRun) -> None:
-    for host in run.hosts.values():
-        if host.booted is not None and host.com1.connected:
-            log.info("%s: sending Xen debug keys for the failure dump", host.name)
-            host.dump_xen_state()
-
-
-# Host name -> the bundle collected in the current burst of failed tests.
-FAILURE_BURST = pytest.StashKey[dict[str, SupportBundle]]()
-
-
-def _support_bundles_after_failure(item: pytest.Item, evidence: Evidence,
-                                   down: set[str]) -> None:
-    """A support bundle from each host the failed test used (ran a command on, or was
-    parametrized with), once per host per burst of failures, within the table's
-    `support_after_failure`; linked from the test's report. A collection that fails is
-    noted beside the test's own failure, never instead of it."""
-    burst = item.config.stash.setdefault(FAILURE_BURST, {})
-    callspec = getattr(item, "callspec", None)
-    named = set(callspec.params.values()) if callspec is not None else set()
-    used = [host for name, host in evidence.run.hosts.items()
-            if evidence.transcripts[name].entries or name in named]
-    deadline = None
-    for host in used:
-        if host.name in burst:
-            bundle = burst[host.name]
-            allure.attach(f"collected after an earlier failure of this burst:\n"
-                          f"{bundle.summary()}\n", name=f"{host.name} support bundle",
-                          attachment_type=allure.attachment_type.TEXT)
-            allure.dynamic.link(bundle.directory.as_uri(), name=f"{host.name} support bundle")
-            continue
-        if host.name in down:  # crashed or its boot broke: nothing answers SSH
-            note = "host crashed or its boot broke; its com1 log is the evidence"
-        else:
-            deadline = deadline or time.monotonic() + host.timeouts["support_after_failure"]
-            remaining = min(deadline - time.monotonic(), host.timeouts["support_collect"])
-            try:
-                if remaining <= 0:
-                    raise TimeoutError("no time left of support_after_failure")
-                bundle = collect(host.remote, host.spec.family,
-                                 evidence.run.reports / "support" / host.name,
-                                 timeout=remaining)
-            except Exception as error:  # the test's own failure stays what is reported
-                note = f"{type(error).__name__}: {error}"
-            else:
-                burst[host.name] = bundle
-                item.user_properties.append((f"support_bundle_{host.name}",
-                                             str(bundle.directory)))
-                allure.attach(bundle.render(), name=f"{host.name} support bundle",
-                              attachment_type=allure.attachment_type.TEXT)
-                allure.dynamic.link(bundle.directory.as_uri(),
-                                    name=f"{host.name} support bundle")
-                continue
-        log.warning("%s: no support bundle for this failure: %s", host.name, note)
-        allure.attach(f"not collected: {note}\n", name=f"{host.name} support bundle (none)",
-                      attachment_type=allure.attachment_type.TEXT)

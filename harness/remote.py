@@ -1,16 +1,24 @@
-"""Commands on a host over SSH (paramiko), each one kept in a transcript.
+"""Commands and files on a host over SSH (paramiko), each command kept in a transcript.
 
 Every command the harness runs on a host is recorded with its exit code, duration and
 output (DESIGN principle 7), and secrets given to the host are redacted from it.
+
+Every operation has a deadline (DESIGN principle 9). paramiko blocks without one in
+places (exec_command waits for the server's reply, SFTP waits for its responses), so
+each operation runs under a timer that closes the connection when the deadline passes;
+the blocked call then fails and is reported as a timeout. With a `HostHealth`, a fault
+of the host (a crash on com1, a hang) ends the operation at once and is what it raises.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import select
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +26,15 @@ from pathlib import Path
 import paramiko
 
 from .errors import HarnessError, InfrastructureError
+from .health import HostHealth
 from .lab import SSHEndpoint
 
 log = logging.getLogger(__name__)
+
+KEEPALIVE_INTERVAL = 10  # s; keeps NAT and firewall state of idle connections alive
+OUTPUT_LIMIT = 16 * 1024 * 1024  # bytes of stdout (and of stderr) kept per command
+TRUNCATED = "\n[... output truncated by xen-hil: more than {} bytes ...]\n"
+SFTP_CHUNK_TIMEOUT = 60.0  # s one SFTP request may wait for its response
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,10 @@ class SSHUnavailable(InfrastructureError):
     """The host's sshd could not be reached or refused us."""
 
 
+class SSHTimeout(SSHUnavailable):
+    """An SSH or SFTP operation got no answer before its deadline."""
+
+
 @dataclass
 class Transcript:
     """The commands of one scope (a test, a step), in order."""
@@ -90,16 +108,29 @@ class RemoteHost:
         *,
         on_command: Callable[[CommandResult], None] | None = None,
         secrets: tuple[str, ...] = (),
+        health: HostHealth | None = None,
     ) -> None:
         self.name = name
         self.endpoint = endpoint
         self.on_command = on_command
         self.secrets = secrets
+        self.health = health
         self._client: paramiko.SSHClient | None = None
+        self._client_lock = threading.Lock()
+        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_owner: paramiko.SSHClient | None = None  # the client it runs on
+        self._connecting: paramiko.SSHClient | None = None  # close() ends its handshake too
 
     def _connect(self, timeout: float) -> paramiko.SSHClient:
-        endpoint = self.endpoint
         client = paramiko.SSHClient()
+        self._connecting = client
+        try:
+            return self._handshake(client, timeout)
+        finally:
+            self._connecting = None
+
+    def _handshake(self, client: paramiko.SSHClient, timeout: float) -> paramiko.SSHClient:
+        endpoint = self.endpoint
         if endpoint.host_key_file is not None:
             keytype, key = endpoint.host_key_file.read_text().split()[:2]
             name = (endpoint.address if endpoint.port == 22
@@ -135,17 +166,62 @@ class RemoteHost:
         return client
 
     def client(self, timeout: float = 30.0) -> paramiko.SSHClient:
-        transport = self._client.get_transport() if self._client else None
-        if transport is None or not transport.is_active():
+        self._check_health()
+        client = self._client
+        transport = client.get_transport() if client else None
+        if client is None or transport is None or not transport.is_active():
             self.close()
-            self._client = self._connect(timeout)
-        assert self._client is not None
-        return self._client
+            client = self._connect(timeout)
+            transport = client.get_transport()
+            if transport is not None:
+                transport.set_keepalive(KEEPALIVE_INTERVAL)
+            with self._client_lock:
+                self._client = client
+        return client
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Close the connection; safe from any thread (a watcher aborting the host's
+        operations calls it while they block on the connection)."""
+        with self._client_lock:
+            client, self._client = self._client, None
+            self._sftp = self._sftp_owner = None
+        for connection in (client, self._connecting):
+            if connection is not None:
+                connection.close()  # and with it the SFTP session
+
+    def _check_health(self) -> None:
+        if self.health is not None:
+            self.health.check()
+
+    @contextlib.contextmanager
+    def _deadline(self, seconds: float, what: str) -> Iterator[None]:
+        """Run the body with a deadline: when it passes, the connection is closed so
+        that whatever blocks on it fails; that failure becomes SSHTimeout (or the
+        host's fault, if it has one)."""
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            self.close()
+
+        timer = threading.Timer(seconds, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except (OSError, paramiko.SSHException, EOFError, SSHUnavailable) as error:
+            self._check_health()
+            if expired.is_set():
+                raise SSHTimeout(f"{self.name}: no answer within {seconds:.0f} s to "
+                                 f"{what}") from None
+            if isinstance(error, SSHUnavailable):
+                raise
+            self.close()
+            raise SSHUnavailable(f"{self.name}: SSH failed during {what}: "
+                                 f"{_describe(error)}") from None
+        finally:
+            timer.cancel()
+        self._check_health()
 
     def wait_ready(self, timeout: float, interval: float = 2.0) -> float:
         """Retry until sshd accepts us and runs `true`; return the seconds it took."""
@@ -156,62 +232,78 @@ class RemoteHost:
                 self.run("true", timeout=min(30.0, timeout))
                 return time.monotonic() - start
             except (SSHUnavailable, CommandFailed) as error:
+                self._check_health()
                 if time.monotonic() - start + interval > timeout:
                     raise SSHUnavailable(
                         f"{self.name}: SSH not ready within {timeout:.0f} s: {error}") from None
-                time.sleep(interval)
+                self._sleep(interval)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.health is not None:
+            self.health.sleep(seconds)
+        else:
+            time.sleep(seconds)
 
     def _redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "********")
         return text
 
-    def _open_channel(self, command: str) -> paramiko.Channel:
+    def _open_channel(self, command: str, timeout: float) -> paramiko.Channel:
         """A session running `command`. A connection that went stale (the host was reset
         under it) fails here, before the command ran: reconnect once and open again."""
         for attempt in (1, 2):
             try:
-                transport = self.client().get_transport()
-                assert transport is not None
-                channel = transport.open_session(timeout=30)
-                channel.exec_command(command)
-                return channel
-            except (OSError, paramiko.SSHException, EOFError) as error:
-                self.close()
+                with self._deadline(timeout, f"starting `{command}`"):
+                    transport = self.client(timeout).get_transport()
+                    if transport is None:
+                        raise SSHUnavailable(f"{self.name}: no SSH transport")
+                    channel = transport.open_session(timeout=timeout)
+                    channel.exec_command(command)
+                    return channel
+            except SSHTimeout:
+                raise
+            except SSHUnavailable as error:
                 if attempt == 2:
                     raise SSHUnavailable(f"{self.name}: SSH session failed for `{command}`: "
-                                         f"{_describe(error)}") from None
+                                         f"{error}") from None
         raise AssertionError("unreachable")
 
     def run(self, command: str, *, timeout: float = 60.0, check: bool = True,
             stdin: bytes | None = None) -> CommandResult:
         """Run `command` in the host's shell; raise CommandFailed unless it exits 0
-        (when `check`)."""
+        (when `check`). After `timeout` the command counts as timed out (exit status
+        None); a fault of the host ends it at once, raising the fault."""
         started = datetime.now(UTC)
         start = time.monotonic()
-        channel = self._open_channel(command)
-        if stdin is not None:
-            channel.sendall(stdin)
-        channel.shutdown_write()
+        deadline = start + timeout
+        channel = self._open_channel(command, timeout=min(timeout, 60.0))
         stdout, stderr = bytearray(), bytearray()
         exit_status: int | None = None
-        deadline = start + timeout
         try:
+            channel.settimeout(max(deadline - time.monotonic(), 1.0))
+            if stdin is not None:
+                channel.sendall(stdin)
+            channel.shutdown_write()
             while True:
+                self._check_health()
                 while channel.recv_ready():
-                    stdout += channel.recv(65536)
+                    _append_capped(stdout, channel.recv(65536))
                 while channel.recv_stderr_ready():
-                    stderr += channel.recv_stderr(65536)
+                    _append_capped(stderr, channel.recv_stderr(65536))
                 if channel.exit_status_ready() and not (
                         channel.recv_ready() or channel.recv_stderr_ready()):
                     exit_status = channel.recv_exit_status()
                     break
+                if channel.closed:
+                    raise EOFError("the connection closed before the command ended")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 select.select([channel], [], [], min(remaining, 0.5))
-        except (OSError, paramiko.SSHException) as error:
+        except (OSError, paramiko.SSHException, EOFError) as error:
             self.close()
+            self._check_health()
             raise SSHUnavailable(f"{self.name}: SSH connection lost during `{command}`: "
                                  f"{_describe(error)}") from None
         finally:
@@ -220,8 +312,8 @@ class RemoteHost:
             host=self.name,
             command=self._redact(command),
             exit_status=exit_status,
-            stdout=self._redact(stdout.decode(errors="replace")),
-            stderr=self._redact(stderr.decode(errors="replace")),
+            stdout=self._redact(_text(stdout)),
+            stderr=self._redact(_text(stderr)),
             started=started,
             duration=time.monotonic() - start,
         )
@@ -232,10 +324,67 @@ class RemoteHost:
             raise CommandFailed(result)
         return result
 
-    def put(self, local: Path, remote: str) -> None:
-        with self.client().open_sftp() as sftp:
-            sftp.put(str(local), remote)
+    @contextlib.contextmanager
+    def sftp(self, timeout: float, what: str) -> Iterator[paramiko.SFTPClient]:
+        """The connection's SFTP session, for one job that must be done within
+        `timeout`. One session is kept: a new one per console poll would start an
+        sftp-server on the host every second."""
+        with self._deadline(timeout, what):
+            client = self.client(min(timeout, 30.0))
+            with self._client_lock:
+                session = self._sftp if self._sftp_owner is client else None
+            if session is None:
+                session = client.open_sftp()
+                with self._client_lock:
+                    self._sftp, self._sftp_owner = session, client
+            channel = session.get_channel()
+            if channel is not None:
+                channel.settimeout(min(timeout, SFTP_CHUNK_TIMEOUT))
+            yield session
 
-    def get(self, remote: str, local: Path) -> None:
-        with self.client().open_sftp() as sftp:
-            sftp.get(remote, str(local))
+    def put(self, local: Path, remote: str, timeout: float = 600.0) -> None:
+        with self.sftp(timeout, f"copying {local} to {remote}") as sftp:
+            sftp.put(str(local), remote, callback=self._progress)
+
+    def get(self, remote: str, local: Path, timeout: float = 600.0) -> None:
+        with self.sftp(timeout, f"copying {remote} to {local}") as sftp:
+            sftp.get(remote, str(local), callback=self._progress)
+
+    def _progress(self, done: int, total: int) -> None:
+        """Between chunks of a transfer: a fault of the host ends it."""
+        self._check_health()
+
+    def stat_size(self, path: str, timeout: float = 60.0) -> int | None:
+        """The size of a file on the host, None if it does not exist."""
+        with self.sftp(timeout, f"stat {path}") as sftp:
+            try:
+                return sftp.stat(path).st_size
+            except FileNotFoundError:
+                return None
+
+    def read(self, path: str, *, offset: int = 0, size: int | None = None,
+             limit: int = OUTPUT_LIMIT, timeout: float = 60.0) -> bytes:
+        """Bytes of a file on the host from `offset` (b"" if it does not exist). Of
+        more than `limit` bytes only the last `limit` are read."""
+        with self.sftp(timeout, f"reading {path}") as sftp:
+            try:
+                with sftp.open(path, "rb") as f:
+                    end = (f.stat().st_size or 0) if size is None else offset + size
+                    start = max(offset, end - limit)
+                    f.seek(start)
+                    return f.read(max(end - start, 0))
+            except FileNotFoundError:
+                return b""
+
+
+def _append_capped(buffer: bytearray, data: bytes) -> None:
+    """Append up to OUTPUT_LIMIT bytes; what goes over is dropped and marked."""
+    room = OUTPUT_LIMIT - len(buffer)
+    if room > 0:
+        buffer += data[:room]
+        if len(data) > room:
+            buffer += TRUNCATED.format(OUTPUT_LIMIT).encode()
+
+
+def _text(data: bytearray) -> str:
+    return data.decode(errors="replace")

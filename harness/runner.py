@@ -7,9 +7,13 @@ the BMCs started, and stopped again at the end unless --keep-up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -19,7 +23,7 @@ from .ipmi import BMCError, IPMITool
 from .lab import Lab, load_lab
 from .paths import PROJECT_ROOT, cache_dir, expand
 from .plugin import default_run_id
-from .report import counts, read_results, write_html
+from .report import counts, read_results, write_html, write_junit
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +55,59 @@ class RunOutcome:
     tally: dict[str, int]
 
 
-def _start_vlab(lab: Lab) -> bool:
-    """Build (cached) and start the virtual lab; True if it was not running before."""
+def _start_vlab(lab: Lab, run_id: str, keep_up: bool) -> bool:
+    """Build (cached) and start the virtual lab; True if it was not running before.
+
+    A lab left running by a run that was killed (its owner's PID is gone) is stopped
+    first, with everything in it: its hosts may still be in the middle of that run's
+    work (an apt-get holding the dpkg lock, guests, probes). A lab another live run
+    owns is not touched."""
     from .vlab import control
     from .vlab.builds import fetch_builds
     from .vlab.image import build_image
 
-    was_down = not any(control.host_status(host).bmc_running
-                       for host in control.virtual_hosts(lab))
+    running = any(control.host_status(host).bmc_running
+                  for host in control.virtual_hosts(lab))
+    owner = control.read_owner() if running else None
+    if owner is not None and isinstance(owner.get("pid"), int):
+        if control.pid_alive(owner["pid"]):
+            raise InfrastructureError(
+                f"the virtual lab is in use by run {owner.get('run_id')} (PID {owner['pid']}): "
+                "wait for it to end, or stop it")
+        if not owner.get("keep_up"):
+            log.warning("the virtual lab was left running by run %s (PID %s), which did "
+                        "not end: stopping it and everything in it (that run's finished "
+                        "results: `xenhil report %s`)", owner.get("run_id"), owner["pid"],
+                        owner.get("run_id"))
+            control.down(lab)
+            running = False
     image = build_image(cache_dir())
     fetch_builds(cache_dir(), image)
+    control.write_owner(run_id, keep_up)  # before up: a run killed during it is found too
     control.up(lab, image.disk)
-    return was_down
+    return not running
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[list[int]]:
+    """SIGTERM ends the run like Ctrl-C: the current test is reported interrupted, its
+    fixtures clean up (guests destroyed), and the reports are written. A second
+    SIGTERM during that cleanup is ignored, so the cleanup finishes. Yields the
+    signals received."""
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+        log.warning("%s again: still cleaning up, the run ends when that is done",
+                    signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def preflight(lab: Lab, hosts: list[str] | None) -> None:
@@ -89,41 +134,59 @@ def run(
 ) -> RunOutcome:
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    run_id = run_id or default_run_id()
     # Key and password files of the virtual lab exist only once it is up.
     unchecked = load_lab(lab_path, check_files=False)
-    started_vlab = "vlab" in unchecked.options and _start_vlab(unchecked)
-    try:
-        lab = load_lab(lab_path)
-        selected = lab.select(hosts)  # unknown host names fail here
-        build_source = build or lab.options.get("default_build")
-        if build_source:
-            load_build(expand(build_source))  # a missing or bad build fails here
-        preflight(lab, hosts)
-        run_id = run_id or default_run_id()
-        reports = lab.reports_dir / run_id
-        reports.mkdir(parents=True, exist_ok=True)
-        args = [
-            *(str(PROJECT_ROOT / path) for path in PROFILES[profile].paths),
-            # labgrid's own pytest plugin is not used: our plugin builds the targets.
-            "--rootdir", str(PROJECT_ROOT), "-p", "no:cacheprovider", "-p", "no:labgrid",
-            "--lab", str(lab_path), "--run-id", run_id,
-            # only hosts the user chose: without, the lab's single_host_scenarios_on holds
-            *(["--hosts", ",".join(spec.name for spec in selected)] if hosts else []),
-            # a rerun with the same run id must not mix in the earlier run's results
-            "--alluredir", str(reports / "allure-results"), "--clean-alluredir",
-            "--junitxml", str(reports / "junit.xml"),
-            "-o", "log_cli=true", "--log-cli-level=INFO", "-v",
-            *(["--build", build] if build else []),
-            *(extra_pytest_args or []),
-        ]
-        log.info("run %s: profile %s on %s; reports in %s", run_id, profile,
-                 ", ".join(spec.name for spec in selected), reports)
-        exit_code = int(pytest.main(args))
-    finally:
-        if started_vlab and not keep_up:
-            from .vlab import control
+    is_vlab = "vlab" in unchecked.options
+    with _sigterm_interrupts() as signals:
+        started_vlab = is_vlab and _start_vlab(unchecked, run_id, keep_up)
+        try:
+            exit_code, lab, reports = _run_pytest(lab_path, profile, build, hosts, run_id,
+                                                  extra_pytest_args)
+        finally:
+            if is_vlab:
+                from .vlab import control
 
-            control.down(unchecked)
-    results = read_results(reports / "allure-results")
-    html = write_html(reports, f"xen-hil run {run_id} ({profile}, lab {lab.name})", results)
+                if started_vlab and not keep_up:
+                    control.down(unchecked)
+                    control.clear_owner()
+                elif not keep_up:
+                    control.write_owner(run_id, keep_up=True)  # not ours to stop
+        results = read_results(reports / "allure-results")
+        html = write_html(reports, f"xen-hil run {run_id} ({profile}, lab {lab.name})",
+                          results)
+        if not (reports / "junit.xml").exists():
+            write_junit(reports, results)
+    if signals:
+        exit_code = 128 + signals[0]
     return RunOutcome(exit_code, reports, html, dict(counts(results)))
+
+
+def _run_pytest(lab_path: Path, profile: str, build: str | None, hosts: list[str] | None,
+                run_id: str, extra_pytest_args: list[str] | None) -> tuple[int, Lab, Path]:
+    lab = load_lab(lab_path)
+    selected = lab.select(hosts)  # unknown host names fail here
+    build_source = build or lab.options.get("default_build")
+    if build_source:
+        load_build(expand(build_source))  # a missing or bad build fails here
+    preflight(lab, hosts)
+    reports = lab.reports_dir / run_id
+    reports.mkdir(parents=True, exist_ok=True)
+    args = [
+        *(str(PROJECT_ROOT / path) for path in PROFILES[profile].paths),
+        # labgrid's own pytest plugin is not used: our plugin builds the targets.
+        "--rootdir", str(PROJECT_ROOT), "-p", "no:cacheprovider", "-p", "no:labgrid",
+        "--lab", str(lab_path), "--run-id", run_id,
+        # only hosts the user chose: without, the lab's single_host_scenarios_on holds
+        *(["--hosts", ",".join(spec.name for spec in selected)] if hosts else []),
+        # a rerun with the same run id must not mix in the earlier run's results
+        "--alluredir", str(reports / "allure-results"), "--clean-alluredir",
+        "--junitxml", str(reports / "junit.xml"),
+        "-o", "log_cli=true", "--log-cli-level=INFO", "-v",
+        *(["--build", build] if build else []),
+        *(extra_pytest_args or []),
+    ]
+    (reports / "junit.xml").unlink(missing_ok=True)  # an earlier run's, with this id
+    log.info("run %s: profile %s on %s; reports in %s", run_id, profile,
+             ", ".join(spec.name for spec in selected), reports)
+    return int(pytest.main(args)), lab, reports

@@ -119,6 +119,8 @@ class XenBootStrategy(Strategy):
             status = Status[status]
         if status == self.status:
             return
+        # Silence and power off are expected from here until the host is ready again.
+        self._host().liveness.disarm()
         self.target.activate(self.power)
         if status == Status.off:
             self.power.off()

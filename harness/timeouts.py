@@ -22,6 +22,8 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "login_prompt": (300, "dom0's login prompt on com1 after its kernel started"),
     "ssh_after_power_cycle": (600, "sshd answering after a power cycle (osstest: 600 s)"),
     "command": (60, "an ordinary command on a host"),
+    "host_hang": (60, "a host that is up to answer SSH again before it counts as hung "
+                  "(com1 silent too; three times this if com1 still prints)"),
     "package_install": (600, "installing a build's packages on a host"),
     "console_crash_dump": (5, "the rest of a crash dump after a panic is seen"),
     "debug_keys": (20, "Xen's output after debug keys are sent"),

@@ -95,3 +95,9 @@ class IPMIPowerDriver(Driver, PowerResetMixin, PowerProtocol):
     @step()
     def get(self) -> bool:
         return self._tool().power_status()
+
+    @Driver.check_active
+    def poll(self) -> bool:
+        """The power state, for a monitor thread: not a step, because labgrid's step
+        log is one stack per process, owned by the thread that runs the steps."""
+        return self._tool().power_status()

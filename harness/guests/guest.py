@@ -42,6 +42,9 @@ ROUTE_NETDEV = "eth0"  # vif-route's and vif-nat's default `netdev`
 MAC_PREFIX = "00:16:3e"  # Xen's OUI; the other three bytes: a per-run base + a counter
 FIRST_HOST, LAST_HOST = 101, 250  # guest addresses: these host numbers of the network
 DEFAULT_MEMORY_MB = 128
+CONSOLE_READ_LIMIT = 1024 * 1024  # bytes of a guest console read at most: its end
+# Every guest the harness makes is named so; a killed run's leftovers are found by it.
+GUEST_NAME_PREFIX = "xenhil-"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # Seen on a guest's console while it boots: give up at once, it will not come up.
 CONSOLE_FAILURES = ("Kernel panic - not syncing", ERROR_MARKER)
@@ -206,8 +209,6 @@ class Guest:
         self.created_seconds: float | None = None  # `xl create` took
         self.ready_seconds: float | None = None  # xl create -> ready marker on console
         self.up_seconds: float | None = None  # xl create -> SSH answering
-        self._sftp_session: paramiko.SFTPClient | None = None
-        self._sftp_client: paramiko.SSHClient | None = None
 
     def __repr__(self) -> str:
         return f"<Guest {self.name} on {self.host.name} {self.ip}>"
@@ -270,6 +271,7 @@ class Guest:
         self.close()
         self.host = host
         self.shell.via = host
+        self.shell.health = host.health
         self.console_offset, self.console_end = console_offset, None
 
     def console_size_on(self, host: Host) -> int:
@@ -284,34 +286,16 @@ class Guest:
 
     def console_log(self) -> str:
         """The guest's console since it was created (xenconsoled's log, with a
-        timestamp per line)."""
+        timestamp per line); of a huge one, the end."""
         size = None if self.console_end is None else self.console_end - self.console_offset
-        try:
-            with self._sftp().open(self.console_path, "rb") as f:
-                f.seek(self.console_offset)
-                data = f.read(size)
-        except FileNotFoundError:
-            return ""
+        data = self.host.remote.read(self.console_path, offset=self.console_offset,
+                                     size=size, limit=CONSOLE_READ_LIMIT,
+                                     timeout=self.host.timeouts["command"])
         return data.decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
 
-    def _sftp(self) -> paramiko.SFTPClient:
-        """One SFTP session on the host's connection, kept for the console polls
-        (a session per poll would flood the log), renewed with that connection."""
-        client = self.host.remote.client()
-        if self._sftp_session is None or self._sftp_client is not client:
-            self.close_console()
-            self._sftp_session, self._sftp_client = client.open_sftp(), client
-        return self._sftp_session
-
     def close(self) -> None:
-        """Close the SSH session into the guest and the console reader."""
+        """Close the SSH session into the guest."""
         self.shell.close()
-        self.close_console()
-
-    def close_console(self) -> None:
-        if self._sftp_session is not None:
-            self._sftp_session.close()
-            self._sftp_session = self._sftp_client = None
 
     def hotplug_log(self, lines: int = 40) -> str:
         """The end of what libxl and the hotplug scripts logged about this guest."""
@@ -408,6 +392,10 @@ def domain_names(host: Host) -> list[str]:
     return [domain.name for domain in parse_xl_list(host.run("xl list").stdout)]
 
 
+def _guest_name(name: str) -> str:
+    return name if name.startswith(GUEST_NAME_PREFIX) else GUEST_NAME_PREFIX + name
+
+
 class GuestFactory:
     """Makes the guests of one test: `factory(on=host)`; `destroy_all()` afterwards."""
 
@@ -438,7 +426,7 @@ class GuestFactory:
         elif network == "nat":
             gateway = nat_router(address)
         config = GuestConfig(
-            name=name or f"{self.prefix}-{len(self.guests) + 1}",
+            name=_guest_name(name or f"{self.prefix}-{len(self.guests) + 1}"),
             kernel=f"{GUEST_FILES_DIR}/{self.image.kernel.name}",
             ramdisk=f"{GUEST_FILES_DIR}/{self.image.initrd.name}",
             address=address, mac=mac, memory_mb=memory_mb, vcpus=vcpus, bridge=bridge,
@@ -465,12 +453,13 @@ class GuestFactory:
 
     def destroy_all(self) -> list[str]:
         """Destroy every guest this factory made that its host still lists; returns
-        what could not be destroyed."""
+        what could not be destroyed. A crashed or hung host is left alone: its guests
+        go with its power cycle, and its fault is the test's verdict already."""
         problems = []
         done: set[tuple[str, str]] = set()
         for guest in self.guests:
             key = (guest.host.name, guest.name)
-            if key in done:
+            if key in done or guest.host.health.current is not None:
                 continue
             done.add(key)
             try:
@@ -569,11 +558,7 @@ def upload_guest_files(host: Host, image: GuestImage) -> None:
 
 
 def _remote_size(host: Host, path: str) -> int | None:
-    with host.remote.client().open_sftp() as sftp:
-        try:
-            return sftp.stat(path).st_size
-        except FileNotFoundError:
-            return None
+    return host.remote.stat_size(path, timeout=host.timeouts["command"])
 
 
 def ensure_console_logging(host: Host) -> None:

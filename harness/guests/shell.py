@@ -31,6 +31,7 @@ class GuestShell(RemoteHost):
             SSHEndpoint(address, GUEST_SSH_PORT, GUEST_USER, via.spec.ssh.key_file,
                         host_key_file),
             on_command=self._record,
+            health=via.health,  # the guest lives on its host: the host's faults end its commands
         )
         self.via = via
 

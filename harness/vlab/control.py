@@ -9,6 +9,7 @@ those PIDs, QEMU first (even if the BMC is already gone), then the BMC.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -42,6 +43,38 @@ def vlab_dir() -> Path:
 
 def bmc_password_file() -> Path:
     return vlab_dir() / "bmc-password"
+
+
+def owner_file() -> Path:
+    """Which `xenhil run` started the running lab: {"pid", "run_id", "keep_up"}."""
+    return vlab_dir() / "owner.json"
+
+
+def read_owner() -> dict[str, Any] | None:
+    try:
+        owner = json.loads(owner_file().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def write_owner(run_id: str, keep_up: bool) -> None:
+    owner_file().write_text(json.dumps({"pid": os.getpid(), "run_id": run_id,
+                                        "keep_up": keep_up}))
+
+
+def clear_owner() -> None:
+    owner_file().unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def virtual_hosts(lab: Lab) -> list[VirtualHost]:
@@ -100,7 +133,8 @@ def _stop(pid_file: Path, expected: str, what: str) -> None:
         if process_alive(pid, expected):
             log.warning("%s (PID %d) ignored SIGTERM; killing it", what, pid)
             os.kill(pid, signal.SIGKILL)
-            while process_alive(pid, expected):
+            deadline = time.monotonic() + 5
+            while process_alive(pid, expected) and time.monotonic() < deadline:
                 time.sleep(0.05)
         _reap(pid)
         log.info("stopped %s (PID %d)", what, pid)

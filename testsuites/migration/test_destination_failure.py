@@ -36,7 +36,7 @@ def test_destination_powered_off_mid_migration(live_pair: tuple[Host, Host],
     destination.wait_for(f"{arriving} on {destination.name}",
                          lambda: arriving in domain_names(destination),
                          source.timeouts["xl_migrate"])
-    destination.strategy.transition("off")  # IPMI chassis power off, mid-transfer
+    destination.power_off()  # IPMI chassis power off, mid-transfer
 
     result = migration.wait()
     record(MoveRecord(f"migrate {source.name} -> {destination.name}, powered off", guest.name,
