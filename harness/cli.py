@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -110,18 +110,21 @@ def _print_status(lab: Lab) -> None:
 
 
 def cmd_power(args: argparse.Namespace) -> int:
+    import time
+
+    from .targets import lab_environment, power_of
+
     lab = _lab(args)
-    spec = lab.host(args.host)
-    ipmi = IPMITool(spec.bmc)
-    if args.action == "status":
-        print(f"{args.host}: power {'on' if ipmi.power_status() else 'off'}")
-        return 0
-    action: Callable[[], None] = {
-        "on": ipmi.power_on, "off": ipmi.power_off, "cycle": ipmi.power_cycle,
-    }[args.action]
-    action()
-    took = ipmi.wait_power(args.action != "off", timeout=lab.timeouts(spec)["bmc_power_state"])
-    print(f"{args.host}: power {'off' if args.action == 'off' else 'on'} ({took:.1f} s)")
+    lab.host(args.host)  # an unknown host is named before anything is touched
+    with lab_environment(lab) as environment:
+        power = power_of(environment, lab, args.host)
+        if args.action == "status":
+            print(f"{args.host}: power {'on' if power.get() else 'off'}")
+            return 0
+        start = time.monotonic()
+        {"on": power.on, "off": power.off, "cycle": power.cycle}[args.action]()
+    print(f"{args.host}: power {'off' if args.action == 'off' else 'on'} "
+          f"({time.monotonic() - start:.1f} s)")
     return 0
 
 

@@ -32,7 +32,7 @@ from .ipmi import BMCError
 from .lab import HostSpec, Lab
 from .liveness import LivenessMonitor, ssh_banner
 from .remote import CommandResult, RemoteHost, SSHUnavailable, Transcript
-from .strategy import BootTimeline, Status, XenBootStrategy
+from .strategy import BootTimeline, Status, XenBootStrategy, cause_of
 from .xl import parse_xl_info
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,10 @@ class Host:
             powered_on=self.power.poll,
             console_bytes=lambda: self.com1.bytes_received,
             hang_timeout=self.timeouts["host_hang"])
-        self.strategy = XenBootStrategy(target, "xen-boot")  # type: ignore[call-arg]
-        self.strategy.host = self
+        self.strategy: XenBootStrategy = target.get_driver("XenBootStrategy", activate=False)
+        self.strategy.timeouts = self.timeouts
+        self.strategy.wait_ssh = self.remote.wait_ready
+        self.strategy.on_power_on = self.new_boot
         self.booted: BootedXen | None = None
 
     @property
@@ -191,16 +193,12 @@ class Host:
         self.check_not_broken()
         self.liveness.disarm()
         self.remote.close()  # the connection cannot survive the power cycle
-        self.strategy.recover()
+        self.strategy.force(Status.unknown)  # the next transition starts with a power cycle
         self.strategy.expect_xen = expect_xen
         try:
             self.strategy.transition(Status.ready)
         except StrategyError as error:
-            # labgrid wraps what broke the strategy (once per nested transition); its
-            # kind, product failure or lab breakage, is what the report needs.
-            cause: BaseException = error
-            while isinstance(cause, StrategyError) and cause.__cause__ is not None:
-                cause = cause.__cause__
+            cause = cause_of(error)
             if isinstance(cause, BMCError):
                 self.health.fault(HostBroken(f"{self.name}: cannot be power cycled back: "
                                              f"{cause}"))

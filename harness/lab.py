@@ -206,6 +206,11 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         where = f"host {name}"
         target = check.mapping(target, f"targets.{name}")
         resources = check.mapping(target.get("resources") or {}, f"targets.{name}.resources")
+        drivers = check.mapping(target.get("drivers") or {}, f"targets.{name}.drivers")
+        missing = [driver for driver in DRIVERS if driver not in drivers]
+        if missing:
+            raise check.fail(f"targets.{name}.drivers", f"missing {', '.join(missing)} (every "
+                             f"host declares {', '.join(DRIVERS)}; labgrid binds them)")
         host_options = {**defaults, **check.mapping(per_host.get(name) or {},
                                                     f"xenhil.hosts.{name}")}
         for key in host_options:
@@ -239,6 +244,10 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         options=dict(options),
         single_host_scenarios_on=tuple(single),
     )
+
+
+# The labgrid drivers every host declares: power, com1, and the boot strategy bound to both.
+DRIVERS = ("IPMIPowerDriver", "Com1ConsoleDriver", "XenBootStrategy")
 
 
 def _host(check: _Checker, name: str, resources: Mapping[str, Any],

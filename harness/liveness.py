@@ -27,7 +27,7 @@ from .health import HostBroken, HostHealth, HostHung, HostPoweredOff
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 5.0  # s between two banner probes
-PROBE_TIMEOUT = 10.0  # s one banner probe may take
+PROBE_TIMEOUT = 5.0  # s one banner probe may take (sshd answers in well under 1 s)
 BMC_INTERVAL = 15.0  # s between two BMC power state reads
 
 

@@ -19,11 +19,12 @@ import pytest
 
 from .build import load_build
 from .errors import ConfigError, InfrastructureError
-from .ipmi import BMCError, IPMITool
+from .ipmi import BMCError
 from .lab import Lab, load_lab
 from .paths import PROJECT_ROOT, cache_dir, expand
 from .plugin import default_run_id
 from .report import counts, read_results, write_html, write_junit
+from .targets import lab_environment, power_of
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,12 @@ def _sigterm_interrupts() -> Iterator[list[int]]:
 def preflight(lab: Lab, hosts: list[str] | None) -> None:
     """Every selected host's BMC answers; otherwise nothing runs."""
     problems = []
-    for spec in lab.select(hosts):
-        try:
-            IPMITool(spec.bmc, retries=2, retry_delay=1.0).power_status()
-        except BMCError as error:
-            problems.append(str(error))
+    with lab_environment(lab) as environment:
+        for spec in lab.select(hosts):
+            try:
+                power_of(environment, lab, spec.name, retries=2).get()
+            except BMCError as error:
+                problems.append(str(error))
     if problems:
         raise InfrastructureError("lab not usable, nothing was run:\n  " + "\n  ".join(problems))
 

@@ -1,9 +1,10 @@
 """The boot strategy: off -> booted (Xen and dom0 seen on com1) -> ready (SSH).
 
 A labgrid Strategy: `transition()` is the only way between states, and a failed
-transition is remembered (`@never_retry`) until the host is recovered. Every stage of
-the boot is a named wait from the timeout table, watched for crashes on com1, and kept
-in the boot timeline.
+transition is remembered (`@never_retry`) until the host is recovered (`force()`).
+It is declared in the lab file and bound by labgrid to the host's power (PowerProtocol)
+and com1 (Com1ConsoleDriver). Every stage of the boot is a named wait from the timeout
+table, watched for crashes on com1, and kept in the boot timeline.
 
 Whose fault a failed boot is depends on how far it got: nothing from Xen yet means the
 lab is broken (BMC, console, firmware, bootloader); a crash or a stall after the Xen
@@ -15,21 +16,20 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import attr
 from labgrid.factory import target_factory
 from labgrid.step import step
-from labgrid.strategy import Strategy, never_retry
+from labgrid.strategy import Strategy, StrategyError, never_retry
 
 from .com1 import Com1Mark, Com1Timeout
 from .console_watch import ConsoleCrash, ConsoleWatcher
 from .errors import InfrastructureError, ProductFailure
 from .remote import SSHUnavailable
-
-if TYPE_CHECKING:
-    from .host import Host
+from .timeouts import Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -91,26 +91,37 @@ class BootTimeline:
         return "\n".join(lines) + "\n"
 
 
+def cause_of(error: BaseException) -> BaseException:
+    """What broke the strategy: labgrid wraps it in a StrategyError once per nested
+    transition, and its kind (product failure or lab breakage) is what reports need."""
+    while isinstance(error, StrategyError) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
 @target_factory.reg_driver
 @attr.s(eq=False)
 class XenBootStrategy(Strategy):
     """Power-cycles a host into the Xen build installed on it and waits until dom0
-    answers SSH. `host` (harness.host.Host) gives it com1, SSH and the timeouts."""
+    answers SSH.
 
-    bindings: ClassVar[dict[str, Any]] = {"power": "PowerProtocol"}
+    Besides its bindings it is given, by whoever runs the host (harness.host.Host):
+    `timeouts`, the host's scaled table; `wait_ssh(timeout)`, SSH's readiness wait;
+    `on_power_on()`, called just before each power-on (a new boot begins)."""
+
+    bindings: ClassVar[dict[str, Any]] = {"power": "PowerProtocol",
+                                          "console": "Com1ConsoleDriver"}
     status: Status = attr.ib(default=Status.unknown)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        self.host: Host | None = None
+        self.timeouts = Timeouts()
+        self.wait_ssh: Callable[[float], float] | None = None
+        self.on_power_on: Callable[[], None] = lambda: None
         self.expect_xen = True
         self.timeline: BootTimeline | None = None
         self._power_on_at = 0.0  # monotonic time of the last power-on
         self.console_at_power_on: Com1Mark | None = None
-
-    def _host(self) -> Host:
-        assert self.host is not None, "XenBootStrategy.host is not set"
-        return self.host
 
     @never_retry
     @step(args=["status"])
@@ -119,9 +130,8 @@ class XenBootStrategy(Strategy):
             status = Status[status]
         if status == self.status:
             return
-        # Silence and power off are expected from here until the host is ready again.
-        self._host().liveness.disarm()
         self.target.activate(self.power)
+        self.target.activate(self.console)
         if status == Status.off:
             self.power.off()
         elif status == Status.booted:
@@ -134,20 +144,22 @@ class XenBootStrategy(Strategy):
             raise ValueError(f"cannot transition to {status}")
         self.status = status
 
-    def recover(self) -> None:
-        """Forget a failed transition: the next one starts with a power cycle."""
+    @step(args=["status"])
+    def force(self, status: Status | str) -> None:
+        """Take the host to be in `status` without acting (labgrid's way to tell a
+        strategy the target's state); forgets a failed transition. Recovery forces
+        `unknown`, so that the next transition starts with a power cycle."""
         self.broken = None
-        self.status = Status.unknown
+        self.status = status if isinstance(status, Status) else Status[status]
 
     def _boot(self) -> None:
-        host = self._host()
-        timeouts = host.timeouts
-        timeline = BootTimeline(host.name)
+        name, timeouts = self.target.name, self.timeouts
+        timeline = BootTimeline(name)
         self.timeline = timeline
-        host.new_boot()
+        self.on_power_on()
         watcher = ConsoleWatcher()
-        with host.com1.subscribe() as stream:
-            self.console_at_power_on = host.com1.mark()
+        with self.console.subscribe() as stream:
+            self.console_at_power_on = self.console.mark()
             start = self._power_on_at = time.monotonic()
             self.power.cycle()
             timeline.started = time.time()
@@ -159,10 +171,10 @@ class XenBootStrategy(Strategy):
                                           watcher=watcher,
                                           dump_wait=timeouts["console_crash_dump"])
                 except ConsoleCrash as crash:
-                    raise BootFailed(f"{host.name}: crashed during boot, before stage "
+                    raise BootFailed(f"{name}: crashed during boot, before stage "
                                      f"'{stage.name}': {crash}") from crash
                 except Com1Timeout as timeout:
-                    problem = (f"{host.name}: boot stage '{stage.name}' not reached: "
+                    problem = (f"{name}: boot stage '{stage.name}' not reached: "
                                f"{timeout}")
                     # Anything after Xen's banner is Xen's or dom0's doing.
                     if timeline.reached("xen") or (not self.expect_xen
@@ -172,19 +184,18 @@ class XenBootStrategy(Strategy):
                 timeline.stages.append((stage.name, time.monotonic() - start))
                 if match.groups():
                     timeline.seen[stage.name] = match.group(1)
-                log.info("%s: %s after %.1f s", host.name, stage.name,
-                         time.monotonic() - start)
+                log.info("%s: %s after %.1f s", name, stage.name, time.monotonic() - start)
 
     def _wait_ssh(self) -> None:
-        host = self._host()
+        assert self.wait_ssh is not None, "XenBootStrategy.wait_ssh is not set"
         try:
-            host.remote.wait_ready(host.timeouts["ssh_after_power_cycle"])
+            self.wait_ssh(self.timeouts["ssh_after_power_cycle"])
         except SSHUnavailable as error:
             if self.timeline is not None and self.timeline.reached("xen"):
-                raise BootFailed(f"{host.name}: dom0 booted but SSH never answered: "
+                raise BootFailed(f"{self.target.name}: dom0 booted but SSH never answered: "
                                  f"{error}") from error
             raise
         if self.timeline is not None:
             since_power_on = time.monotonic() - self._power_on_at
             self.timeline.stages.append(("ssh", since_power_on))
-            log.info("%s: SSH ready after %.1f s", host.name, since_power_on)
+            log.info("%s: SSH ready after %.1f s", self.target.name, since_power_on)

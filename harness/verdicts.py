@@ -62,6 +62,9 @@ def _fault_first(item: pytest.Item, outcome: Any) -> None:
     error = excinfo[1]
     if isinstance(error, (pytest.skip.Exception, KeyboardInterrupt)):
         return
+    if any(error is host.health.current or error is host.health.broken
+           for host in evidence.run.hosts.values()):
+        return  # the test already ended by a host's fault
     since = item.stash.get(TEST_STARTED, 0.0)
     hosts = _hosts_used(item, evidence.run)
     deadline = time.monotonic() + FAULT_GRACE

@@ -37,7 +37,7 @@ from labgrid.protocol import ConsoleProtocol
 from labgrid.resource.common import Resource
 from pexpect import TIMEOUT
 
-from harness.com1 import Com1Recorder, Com1Stream, recorder_for
+from harness.com1 import Com1Mark, Com1Recorder, Com1Stream, recorder_for
 from harness.console_watch import ConsoleWatcher
 
 _READ_LIMIT = 65536  # bytes per read when labgrid sets no max_size
@@ -113,6 +113,18 @@ class Com1ConsoleDriver(ConsoleExpectMixin, Driver, ConsoleProtocol):
     def _write(self, data: bytes) -> int:
         assert self._recorder is not None
         return self._recorder.write(data)
+
+    @Driver.check_active
+    def subscribe(self) -> Com1Stream:
+        """A reader of every byte from now on (for the boot strategy's stages)."""
+        assert self._recorder is not None
+        return self._recorder.subscribe()
+
+    @Driver.check_active
+    def mark(self) -> Com1Mark:
+        """The current end of com1's log (to slice the evidence from)."""
+        assert self._recorder is not None
+        return self._recorder.mark()
 
     def __str__(self) -> str:
         return f"Com1ConsoleDriver({self.target.name})"

@@ -58,13 +58,17 @@ class IPMIPowerDriver(Driver, PowerResetMixin, PowerProtocol):
 
     bindings: ClassVar[dict[str, Any]] = {"port": "IPMIPowerPort"}
     state_timeout: float = attr.ib(default=30.0, validator=attr.validators.instance_of(float))
+    # BMCs drop UDP packets under load: each ipmitool call is tried this often
+    retries: int = attr.ib(default=3, validator=attr.validators.instance_of(int))
+    retry_delay: float = attr.ib(default=4.0, validator=attr.validators.instance_of(float))
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.ipmi: IPMITool | None = None
 
     def on_activate(self) -> None:
-        self.ipmi = IPMITool(self.port.bmc(self.target.name))
+        self.ipmi = IPMITool(self.port.bmc(self.target.name), retries=self.retries,
+                             retry_delay=self.retry_delay)
 
     def on_deactivate(self) -> None:
         self.ipmi = None

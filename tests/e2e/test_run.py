@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -120,32 +121,35 @@ def _attachments_text(reports: Path, result: dict, name_part: str) -> str:
                    for item in result.get("attachments", []) if name_part in item["name"])
 
 
-def test_harness_self_tests_on_one_host(vlab: Lab) -> None:
-    """One session on vlab1 (one session saves boots): install and boot 4.17.5, then
-    4.17.7; crash dom0 under a waiting test and get the host back; a guest on a bridge
-    that does not exist; a test that leaks a domain and a vif; the NPIV code on FC
-    transport sysfs trees made on the host, read and written through SSH; failures that
-    leave a support bundle (one burst of failures: one bundle); a guest that silently
-    rebooted across save/restore."""
+def test_harness_self_tests_and_faults(vlab: Lab) -> None:
+    """One session (one session saves boots; one-host scenarios on vlab1): install and
+    boot 4.17.5, then 4.17.7; a guest on a bridge that does not exist; a test that
+    leaks a domain and a vif; the NPIV code on FC transport sysfs trees made on the
+    host, read and written through SSH; failures that leave a support bundle (one burst
+    of failures: one bundle); a guest that silently rebooted across save/restore; then
+    the faults of scenarios/faults.py: dom0 crashed during guest creation, the machine
+    frozen under a guest command, vlab2's BMC killed."""
     reports = PROJECT_ROOT / "reports" / "e2e-self-tests"
     no_xen_yet = (PROJECT_ROOT / "testsuites" / "supportconfig" / "test_support_bundle.py"
                   ).as_posix() + "::test_xen_section_skipped_on_a_host_without_xen"
     done = run_scenarios([SCENARIOS / "npiv_sysfs.py", Path(no_xen_yet),
-                          SCENARIOS / "switch_builds.py",
-                          SCENARIOS / "crash_injection.py", SCENARIOS / "support_on_failure.py",
+                          SCENARIOS / "switch_builds.py", SCENARIOS / "support_on_failure.py",
                           SCENARIOS / "migration_silent_reboot.py",
-                          SCENARIOS / "guest_selftests.py"],
-                         reports, "--hosts", "vlab1")
+                          SCENARIOS / "guest_selftests.py", SCENARIOS / "faults.py"],
+                         reports)
     results = allure_results(reports)
-    expected_failures = {"test_dom0_crash_fails_the_waiting_test[vlab1]",
-                         "test_deliberate_failure_leaves_a_support_bundle[vlab1]",
-                         "test_second_failure_of_the_burst_links_the_same_bundle[vlab1]",
-                         "test_silently_rebooted_guest_is_caught[vlab1]",
-                         "test_vif_on_a_missing_bridge_fails_with_the_hotplug_error[vlab1]",
-                         "test_leaked_domain_and_vif_fail_the_test[vlab1]"}
+    expected = {"test_deliberate_failure_leaves_a_support_bundle[vlab1]": "failed",
+                "test_second_failure_of_the_burst_links_the_same_bundle[vlab1]": "failed",
+                "test_silently_rebooted_guest_is_caught[vlab1]": "failed",
+                "test_vif_on_a_missing_bridge_fails_with_the_hotplug_error[vlab1]": "failed",
+                "test_leaked_domain_and_vif_fail_the_test[vlab1]": "failed",
+                "test_dom0_crash_during_guest_creation[vlab1]": "failed",
+                "test_frozen_host_fails_the_test_as_hung[vlab1]": "failed",
+                "test_dead_bmc_makes_its_host_broken": "broken",
+                "test_broken_host_ends_its_next_test_at_once": "broken"}
     outcome = {name: result["status"] for name, result in results.items()}
-    assert {name for name, status in outcome.items() if status != "passed"} \
-        == expected_failures, outcome
+    assert {name: status for name, status in outcome.items() if status != "passed"} \
+        == expected, outcome
     assert done.returncode == 1, done.stdout[-6000:]
 
     # Before any build is installed, the support bundle's Xen section says "skipped".
@@ -155,18 +159,7 @@ def test_harness_self_tests_on_one_host(vlab: Lab) -> None:
     assert outcome["test_install_and_boot[vlab1-4.17.5]"] == "passed"
     assert outcome["test_install_and_boot[vlab1-4.17.7]"] == "passed"
 
-    # A dom0 crash fails the waiting test at once, as a product failure.
-    crashed = results["test_dom0_crash_fails_the_waiting_test[vlab1]"]
-    assert crashed["status"] == "failed"  # a product failure, not lab breakage
-    call_seconds = (crashed["stop"] - crashed["start"]) / 1000
-    assert call_seconds < 60, f"the crash took {call_seconds:.0f} s to fail the test"
-    message = crashed["statusDetails"]["message"]
-    assert "ConsoleCrash" in message and "Kernel panic - not syncing" in message, message
-    com1 = attachment(reports, crashed, "vlab1 com1")
-    assert "sysrq triggered crash" in com1
-    assert "Hardware Dom0 crashed" in com1
-    recovered = results["test_host_recovered_after_the_crash[vlab1]"]
-    assert "xen" in attachment(reports, recovered, "vlab1 boot timeline")
+    assert_faults_end_their_tests(reports, results)
 
     # A vif on a missing bridge: failed, with the hotplug script's error and logs.
     bridge = results["test_vif_on_a_missing_bridge_fails_with_the_hotplug_error[vlab1]"]
@@ -202,6 +195,55 @@ def test_harness_self_tests_on_one_host(vlab: Lab) -> None:
                                 results["test_silently_rebooted_guest_is_caught[vlab1]"])
 
 
+def com1_time(com1: str, text: str) -> float:
+    """When the first line containing `text` arrived, from the com1 log's timestamps."""
+    line = next(line for line in com1.splitlines() if text in line)
+    stamp = line.split(" ", 1)[0]
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+def injected_at(reports: Path, result: dict) -> float:
+    return float(attachment(reports, result, "fault injected").split()[0])
+
+
+def assert_faults_end_their_tests(reports: Path, results: dict[str, dict]) -> None:
+    """Each fault ends its test promptly with the fault as the verdict and message; the
+    host is recovered (or, without its BMC, broken for the rest of the run) and the
+    run goes on. The detection latencies are written to fault-latencies.json."""
+    latencies = {}
+    crashed = results["test_dom0_crash_during_guest_creation[vlab1]"]
+    message = crashed["statusDetails"]["message"]
+    assert "ConsoleCrash" in message and "Kernel panic - not syncing" in message, message
+    panic = com1_time(attachment(reports, crashed, "vlab1 com1"), "Kernel panic - not syncing")
+    latencies["dom0 panic line on com1 -> test failed"] = crashed["stop"] / 1000 - panic
+    assert results["test_host_recovered_after_the_crash[vlab1]"]["status"] == "passed"
+
+    hung = results["test_frozen_host_fails_the_test_as_hung[vlab1]"]
+    message = hung["statusDetails"]["message"]
+    assert "HostHung" in message and "host hung" in message, message
+    latencies["machine frozen -> test failed as hung"] = \
+        hung["stop"] / 1000 - injected_at(reports, hung)
+    assert results["test_host_recovered_after_the_hang[vlab1]"]["status"] == "passed"
+
+    dead = results["test_dead_bmc_makes_its_host_broken"]
+    message = dead["statusDetails"]["message"]
+    assert "HostBroken" in message and "BMC 127.0.1.2:6230" in message, message
+    latencies["BMC killed -> test broken"] = dead["stop"] / 1000 - injected_at(reports, dead)
+    after = results["test_broken_host_ends_its_next_test_at_once"]
+    assert "BMC 127.0.1.2:6230" in after["statusDetails"]["message"]
+    latencies["next test on the broken host -> broken"] = (after["stop"] - after["start"]) / 1000
+    assert results["test_the_other_host_goes_on[vlab1]"]["status"] == "passed"
+
+    (reports / "fault-latencies.json").write_text(json.dumps(latencies, indent=1))
+    hang_timeout = 60  # labs/vlab.yaml: host_hang 20 s x timeout_factor 3
+    assert latencies["dom0 panic line on com1 -> test failed"] < 5, latencies
+    # the hang timeout, plus at most one probe interval and one probe of 10 s
+    assert latencies["machine frozen -> test failed as hung"] < hang_timeout + 20, latencies
+    # one BMC poll interval and the BMC's three failing ipmitool attempts
+    assert latencies["BMC killed -> test broken"] < 60, latencies
+    assert latencies["next test on the broken host -> broken"] < 5, latencies
+
+
 def assert_silent_reboot_caught(reports: Path, result: dict) -> None:
     """Save and restore went through (their figures are there), and the continuity check
     failed the test as a product failure, saying what started over."""
@@ -215,9 +257,9 @@ def assert_silent_reboot_caught(reports: Path, result: dict) -> None:
 def assert_support_bundle_on_failure(reports: Path, host: str = "vlab1") -> None:
     """The deliberate failures of scenarios/support_on_failure.py: the first links a
     checked, unpacked, indexed bundle of the host; the second (same burst) the same
-    one. The crashed host of crash_injection.py got none, and the report says why."""
+    one. The crashed host of faults.py got none, and the report says why."""
     results = allure_results(reports)
-    crashed = results[f"test_dom0_crash_fails_the_waiting_test[{host}]"]
+    crashed = results[f"test_dom0_crash_during_guest_creation[{host}]"]
     assert "host crashed" in attachment(reports, crashed, f"{host} support bundle (none)")
     first = results[f"test_deliberate_failure_leaves_a_support_bundle[{host}]"]
     assert first["status"] == "failed"

@@ -55,6 +55,13 @@ def test_missing_file(tmp_path: Path) -> None:
         load_lab(tmp_path / "nope.yaml")
 
 
+def test_undeclared_strategy_names_the_target_and_the_drivers(tmp_path: Path) -> None:
+    data = vlab_data()
+    del data["targets"]["vlab2"]["drivers"]["XenBootStrategy"]
+    with pytest.raises(ConfigError, match=r"targets\.vlab2\.drivers.*missing XenBootStrategy"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
 def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
     path = write_lab(tmp_path, "targets:\n  vlab1: [unclosed\n")
     with pytest.raises(ConfigError, match=rf"{path}: not valid YAML"):
