@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
-from dataclasses import dataclass
 
 from .build import XenBuild
+from .distro import Distro, distro
 from .grubcfg import GrubEntry, GrubEntryNotFound, find_xen_entry, parse_grub_cfg
 from .lab import HostSpec
 from .remote import RemoteHost
@@ -22,67 +22,6 @@ from .remote import RemoteHost
 log = logging.getLogger(__name__)
 
 STAGING_DIR = "/var/tmp/xenhil-build"
-
-
-@dataclass(frozen=True)
-class Distro:
-    """What differs between the families a lab host can run."""
-
-    family: str
-    grub_cfg: str
-    regenerate_grub: str
-    grub_defaults_file: str
-
-    def install_packages(self, files: list[str], fmt: str) -> str:
-        quoted = " ".join(shlex.quote(f) for f in files)
-        if self.family == "debian":
-            # Local files only: hosts may have no package mirror. Downgrades are how a
-            # bisection goes back to an older build.
-            # A dpkg lock still held (a run killed mid-install) is waited for, not fatal.
-            return ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades "
-                    "--no-install-recommends -o DPkg::Lock::Timeout=120 "
-                    "-o Dpkg::Options::=--force-confdef "
-                    f"-o Dpkg::Options::=--force-confold {quoted}")
-        return f"zypper --non-interactive install --oldpackage --allow-unsigned-rpm {quoted}"
-
-    def installed_versions(self, names: list[str]) -> str:
-        """Shell printing `name version` for each of these packages installed."""
-        quoted = " ".join(shlex.quote(name) for name in names)
-        if self.family == "debian":
-            return (f"dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' "
-                    f"{quoted} 2>/dev/null | awk '$3 == \"ii\" {{print $1, $2}}'")
-        return f"rpm -q --qf '%{{NAME}} %{{VERSION}}-%{{RELEASE}}\\n' {quoted} 2>/dev/null"
-
-    @staticmethod
-    def setting_line(key: str, value: str) -> str:
-        return f"{key}={shlex.quote(value)}"
-
-    def grub_settings(self, settings: dict[str, str]) -> str:
-        """Shell that sets these /etc/default/grub variables (GRUB_DEFAULT, ...)."""
-        if self.family == "debian":
-            # A drop-in read after /etc/default/grub and Debian's own grub.d/xen.cfg.
-            body = "".join(self.setting_line(key, value) + "\n"
-                           for key, value in settings.items())
-            header = "# Written by xen-hil: the Xen build under test boots by default.\n"
-            return (f"printf %s {shlex.quote(header + body)} > "
-                    f"{shlex.quote(self.grub_defaults_file)}")
-        # SUSE has no grub.d drop-ins: replace or append the lines in /etc/default/grub.
-        commands = []
-        for key, value in settings.items():
-            line = shlex.quote(self.setting_line(key, value))
-            commands.append(
-                f"(grep -q '^{key}=' /etc/default/grub && "
-                f"sed -i 's|^{key}=.*|'{line}'|' /etc/default/grub || "
-                f"echo {line} >> /etc/default/grub)")
-        return " && ".join(commands)
-
-
-DISTROS = {
-    "debian": Distro("debian", "/boot/grub/grub.cfg", "update-grub",
-                     "/etc/default/grub.d/zz-xenhil.cfg"),
-    "suse": Distro("suse", "/boot/grub2/grub.cfg",
-                   "grub2-mkconfig -o /boot/grub2/grub.cfg", "/etc/default/grub"),
-}
 
 
 def xen_cmdline(spec: HostSpec) -> str:
@@ -111,28 +50,28 @@ def hypervisor_image(build: XenBuild) -> str:
     return max(images, key=len)
 
 
-def _grub_entries(remote: RemoteHost, distro: Distro) -> list[GrubEntry]:
-    return parse_grub_cfg(remote.run(f"cat {distro.grub_cfg}").stdout)
+def _grub_entries(remote: RemoteHost, dist: Distro) -> list[GrubEntry]:
+    return parse_grub_cfg(remote.run(f"cat {dist.grub_cfg}").stdout)
 
 
 def installed_entry(remote: RemoteHost, spec: HostSpec, build: XenBuild) -> GrubEntry | None:
     """The Xen entry of `build` if the host has it installed already, exactly: every
     package at the build's version, and GRUB set up by us to boot it with this lab's
     Xen command line. None if anything differs."""
-    distro = DISTROS[spec.family]
+    dist = distro(spec.family)
     wanted = {package.name: package.version for package in build.packages}
-    output = remote.run(distro.installed_versions(sorted(wanted)), check=False).stdout
+    output = remote.run(dist.installed_versions(sorted(wanted)), check=False).stdout
     installed = dict(line.split()[:2] for line in output.splitlines() if len(line.split()) > 1)
     if installed != wanted:
         return None
     try:
-        entry = find_xen_entry(_grub_entries(remote, distro), hypervisor_image(build))
+        entry = find_xen_entry(_grub_entries(remote, dist), hypervisor_image(build))
     except GrubEntryNotFound:
         return None
-    settings = remote.run(f"cat {shlex.quote(distro.grub_defaults_file)}", check=False).stdout
+    settings = remote.run(f"cat {shlex.quote(dist.grub_defaults_file)}", check=False).stdout
     lines = set(settings.splitlines())
-    expected = {distro.setting_line("GRUB_DEFAULT", entry.default_path),
-                distro.setting_line("GRUB_CMDLINE_XEN_DEFAULT", xen_cmdline(spec))}
+    expected = {dist.setting_line("GRUB_DEFAULT", entry.default_path),
+                dist.setting_line("GRUB_CMDLINE_XEN_DEFAULT", xen_cmdline(spec))}
     return entry if expected <= lines else None
 
 
@@ -140,7 +79,7 @@ def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
                   timeout: float) -> GrubEntry:
     """Install `build` on the host and make its Xen entry the next boot; return the entry.
     A host that has exactly this build installed already is left as it is."""
-    distro = DISTROS[spec.family]
+    dist = distro(spec.family)
     entry = installed_entry(remote, spec, build)
     if entry is not None:
         log.info("%s: %s is installed already; next boot: %s", spec.name, build.label,
@@ -155,19 +94,19 @@ def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
     cmdline = {"GRUB_CMDLINE_XEN_DEFAULT": xen_cmdline(spec)}
     # Set before installing: where the package regenerates grub.cfg itself (Debian's
     # does), that run already has the command line, and one regeneration is saved.
-    remote.run(distro.grub_settings(cmdline))
+    remote.run(dist.grub_settings(cmdline))
     log.info("%s: installing %s (%d packages)", spec.name, build.label, len(files))
-    remote.run(distro.install_packages(files, build.format), timeout=timeout)
+    remote.run(dist.install_packages(files), timeout=timeout)
     hypervisor = hypervisor_image(build)
     try:
-        entry = find_xen_entry(_grub_entries(remote, distro), hypervisor)
+        entry = find_xen_entry(_grub_entries(remote, dist), hypervisor)
     except GrubEntryNotFound:
-        remote.run(distro.regenerate_grub, timeout=timeout)
-        entry = find_xen_entry(_grub_entries(remote, distro), hypervisor)
-    remote.run(distro.grub_settings({"GRUB_DEFAULT": entry.default_path, **cmdline}))
-    remote.run(distro.regenerate_grub, timeout=timeout)
+        remote.run(dist.regenerate_grub, timeout=timeout)
+        entry = find_xen_entry(_grub_entries(remote, dist), hypervisor)
+    remote.run(dist.grub_settings({"GRUB_DEFAULT": entry.default_path, **cmdline}))
+    remote.run(dist.regenerate_grub, timeout=timeout)
     # The entry's id path must still exist after regeneration.
-    find_xen_entry(_grub_entries(remote, distro), hypervisor)
+    find_xen_entry(_grub_entries(remote, dist), hypervisor)
     # The next step is a power cycle, not a clean reboot: nothing may stay in the cache.
     remote.run(f"rm -rf {STAGING_DIR} && sync")
     log.info("%s: next boot: %s", spec.name, entry.title)

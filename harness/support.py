@@ -27,10 +27,12 @@ import shutil
 import tarfile
 import time
 import zlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .distro import FAMILIES, SupportCollector, distro
 from .errors import ConfigError, InfrastructureError
 from .remote import RemoteHost
 
@@ -265,36 +267,46 @@ def index_xen_section(unpacked: Path, index: SupportIndex, base: Path) -> None:
 
 
 @dataclass(frozen=True)
-class Collector:
-    """How one distro family collects: the commands, what they leave on the host."""
+class Collector(ABC):
+    """One collector tool: its commands, what they leave on the host."""
 
-    family: str
     tool: str
 
+    @abstractmethod
     def commands(self, name: str, directory: str) -> list[str]:
-        quoted, label = shlex.quote(directory), shlex.quote(name)
-        if self.family == "suse":
-            # -Q quiet; -B the tarball's name (scc_<name>); -R where it goes.
-            return [f"supportconfig -Q -B {label} -R {quoted}"]
+        """Shell commands that leave the bundle's archives in `directory`."""
+
+
+@dataclass(frozen=True)
+class _Supportconfig(Collector):
+    def commands(self, name: str, directory: str) -> list[str]:
+        # -Q quiet; -B the tarball's name (scc_<name>); -R where it goes.
+        return [f"supportconfig -Q -B {shlex.quote(name)} -R {shlex.quote(directory)}"]
+
+
+@dataclass(frozen=True)
+class _Sos(Collector):
+    def commands(self, name: str, directory: str) -> list[str]:
         return [
-            f"sos report --batch --quiet --tmp-dir {quoted} --label {label} "
-            f"--only-plugins {','.join(SOS_PLUGINS)}",
+            f"sos report --batch --quiet --tmp-dir {shlex.quote(directory)} "
+            f"--label {shlex.quote(name)} --only-plugins {','.join(SOS_PLUGINS)}",
             xen_section_script(name, directory),
         ]
 
 
-COLLECTORS = {
-    "suse": Collector("suse", "supportconfig"),
-    "debian": Collector("debian", "sos"),
+COLLECTORS: dict[SupportCollector, Collector] = {
+    "supportconfig": _Supportconfig("supportconfig"),
+    "sos": _Sos("sos"),
 }
 
 
 def collector_for(family: str) -> Collector:
     try:
-        return COLLECTORS[family]
-    except KeyError:
+        return COLLECTORS[distro(family).support_collector]
+    except ConfigError:
+        # Names what was wanted, not only that the family is unknown.
         raise ConfigError(f"no support collector for distro family {family!r}; known: "
-                          f"{', '.join(COLLECTORS)}") from None
+                          f"{', '.join(FAMILIES)}") from None
 
 
 def xen_section_script(name: str, directory: str) -> str:

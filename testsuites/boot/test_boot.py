@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from harness.build import XenBuild
+from harness.distro import distro
 from harness.host import Host
 from harness.install import xen_cmdline
 from harness.xl import dmesg_findings, parse_xl_info, parse_xl_list, xen_version_from_console
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.area("boot")
 ALLOW_LIST = Path(__file__).with_name("dmesg-allow.yaml")
 # Each daemon with its alternatives: the C xenstored or the OCaml one (Debian's choice).
 XEN_DAEMONS = (("xenstored", "oxenstored"), ("xenconsoled",))
-XEN_SERVICES = {"debian": ("xen", "xendomains"), "suse": ("xencommons", "xendomains")}
 
 
 def test_expected_xen_version_booted(xen_host: Host, build: XenBuild) -> None:
@@ -61,7 +61,7 @@ def test_xen_daemons_active(xen_host: Host) -> None:
         running = [name for name in alternatives
                    if xen_host.run(f"pgrep -x {name}", check=False).ok]
         assert running, f"none of {', '.join(alternatives)} is running"
-    for service in XEN_SERVICES[xen_host.spec.family]:
+    for service in distro(xen_host.spec.family).xen_services:
         state = xen_host.run(f"systemctl is-active {service}", check=False).stdout.strip()
         assert state == "active", f"{service}.service is {state}"
     assert xen_host.run("cat /proc/xen/capabilities").stdout.strip() == "control_d"

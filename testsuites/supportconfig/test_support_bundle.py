@@ -17,6 +17,7 @@ from pathlib import Path
 import allure
 import pytest
 
+from harness.distro import SupportCollector, distro
 from harness.guests.guest import GuestFactory
 from harness.host import Host
 from harness.plugin import XenhilRun
@@ -25,12 +26,12 @@ from harness.support import XEN_SECTION, SupportBundle, collect
 pytestmark = pytest.mark.area("supportconfig")
 log = logging.getLogger(__name__)
 
-# Where each item of the issue's list is in a bundle, per family: (section, file pattern
-# in the bundle directory). On Debian, sos 4.0's xen plugin never
+# Where each item of the issue's list is in a bundle, per collector: (section, file
+# pattern in the bundle directory). On Debian, sos 4.0's xen plugin never
 # runs (a RedHatPlugin; `xm` commands), so the Xen items come from the harness's Xen
 # section; bridges, routes and GRUB come from sos's own plugins.
-XEN_ITEMS = {
-    "debian": {
+XEN_ITEMS: dict[SupportCollector, dict[str, tuple[str, str]]] = {
+    "sos": {
         "xl info": (XEN_SECTION, "**/xl-info.txt"),
         "xl list": (XEN_SECTION, "**/xl-list.txt"),
         "xl list --long": (XEN_SECTION, "**/xl-list-long.txt"),
@@ -89,7 +90,8 @@ def test_support_bundle_with_guests_running(xen_host: Host, guests: GuestFactory
         assert guest.counter() > counters[guest.name], f"{guest.name} rebooted or stopped"
 
     missing = []
-    for item, (section, pattern) in XEN_ITEMS[xen_host.spec.family].items():
+    items = XEN_ITEMS[distro(xen_host.spec.family).support_collector]
+    for item, (section, pattern) in items.items():
         found = [path for path in files_of(bundle, section, pattern) if path.stat().st_size]
         with allure.step(f"{item}: {len(found)} non-empty file(s) in {section}"):
             if not found:
