@@ -2,7 +2,8 @@
 
 A `ConsoleWatcher` is fed the com1 stream piece by piece. It classifies every complete
 line against the rules below, keeps the lines before the first crash and collects the
-dump that follows it, so a wait can stop at once with the evidence (DESIGN.md principle 3).
+dump that follows it, so a wait stops at once, with the evidence, instead of at its
+timeout.
 
 The rules follow the exact message formats of the sources:
 - Xen 4.17 `xen/drivers/char/console.c` panic(): a line of 40 '*', then

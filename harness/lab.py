@@ -18,14 +18,14 @@ from typing import Any
 
 import yaml
 
+from .distro import FAMILIES
 from .errors import ConfigError
 from .ipmi import BMC
 from .npiv.wwn import InvalidWWN, NpivConfig, VportName, default_wwnn, parse_wwn
-from .paths import PROJECT_ROOT, UnknownVariable, expand
+from .paths import UnknownVariable, expand, labs_dir
 from .timeouts import TIMEOUTS, Timeouts
 
-DEFAULT_LAB = PROJECT_ROOT / "labs" / "vlab.yaml"
-FAMILIES = ("debian", "suse")
+DEFAULT_LAB = labs_dir() / "vlab.yaml"
 
 HOST_OPTIONS = {
     "family": str,

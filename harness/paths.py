@@ -8,6 +8,24 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+
+def data_root() -> Path:
+    """The directory holding labs/ and testsuites/.
+
+    From a checkout (editable install, PYTHONPATH) that is the checkout itself, recognised
+    by its pyproject.toml next to the package, so edits there take effect at once. An
+    installed wheel has no checkout: setup.py copies both into the package as
+    harness/data/ when it builds the wheel.
+    """
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT
+    return Path(__file__).resolve().parent / "data"
+
+
+def labs_dir() -> Path:
+    """The lab files shipped with the harness (vlab.yaml, example-lab.yaml)."""
+    return data_root() / "labs"
+
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

@@ -1,13 +1,14 @@
 """Commands and files on a host over SSH (paramiko), each command kept in a transcript.
 
 Every command the harness runs on a host is recorded with its exit code, duration and
-output (DESIGN principle 7), and secrets given to the host are redacted from it.
+output, as a failure's evidence, and secrets given to the host are redacted from it.
 
-Every operation has a deadline (DESIGN principle 9). paramiko blocks without one in
-places (exec_command waits for the server's reply, SFTP waits for its responses), so
-each operation runs under a timer that closes the connection when the deadline passes;
-the blocked call then fails and is reported as a timeout. With a `HostHealth`, a fault
-of the host (a crash on com1, a hang) ends the operation at once and is what it raises.
+Every operation has a deadline, so a dead host cannot stall a run. paramiko blocks
+without one in places (exec_command waits for the server's reply, SFTP waits for its
+responses), so each operation runs under a timer that closes the connection when the
+deadline passes; the blocked call then fails and is reported as a timeout. With a
+`HostHealth`, a fault of the host (a crash on com1, a hang) ends the operation at once
+and is what it raises.
 """
 
 from __future__ import annotations

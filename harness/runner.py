@@ -21,7 +21,7 @@ from .build import load_build
 from .errors import ConfigError, InfrastructureError
 from .ipmi import BMCError
 from .lab import Lab, load_lab
-from .paths import PROJECT_ROOT, cache_dir, expand
+from .paths import cache_dir, data_root, expand
 from .plugin import default_run_id
 from .report import counts, read_results, write_html, write_junit
 from .targets import lab_environment, power_of
@@ -175,9 +175,9 @@ def _run_pytest(lab_path: Path, profile: str, build: str | None, hosts: list[str
     reports = lab.reports_dir / run_id
     reports.mkdir(parents=True, exist_ok=True)
     args = [
-        *(str(PROJECT_ROOT / path) for path in PROFILES[profile].paths),
+        *(str(data_root() / path) for path in PROFILES[profile].paths),
         # labgrid's own pytest plugin is not used: our plugin builds the targets.
-        "--rootdir", str(PROJECT_ROOT), "-p", "no:cacheprovider", "-p", "no:labgrid",
+        "--rootdir", str(data_root()), "-p", "no:cacheprovider", "-p", "no:labgrid",
         "--lab", str(lab_path), "--run-id", run_id,
         # only hosts the user chose: without, the lab's single_host_scenarios_on holds
         *(["--hosts", ",".join(spec.name for spec in selected)] if hosts else []),

@@ -25,7 +25,8 @@ from labgrid.factory import target_factory
 from labgrid.step import step
 from labgrid.strategy import Strategy, StrategyError, never_retry
 
-from .com1 import Com1Mark, Com1Timeout
+from .com1 import Com1Mark
+from .com1_stream import Com1Timeout
 from .console_watch import ConsoleCrash, ConsoleWatcher
 from .errors import InfrastructureError, ProductFailure
 from .remote import SSHUnavailable

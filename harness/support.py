@@ -46,7 +46,7 @@ SOS_PLUGINS = ("grub2", "networking")
 CHECKSUMS = ("sha256", "md5")  # what collectors write beside an archive: <archive>.<hash>
 XEN_SECTION = "xen"
 # The harness's Xen section on Debian: file name in the archive -> command. The list of
-# SUSE's supportconfig xen plugin (shared/reference/scenarios-from-peers.md).
+# SUSE's supportconfig xen plugin.
 XEN_COMMANDS: dict[str, str] = {
     "xl-info.txt": "xl info --numa",
     "xl-list.txt": "xl list",

@@ -1,9 +1,8 @@
 """The one timeout table. Every wait in the harness has a name here and a default.
 
-Defaults follow what osstest and openQA use on real hosts (see
-shared/reference/scenarios-from-peers.md). A lab file may override a default
-(`xenhil.timeouts`), and the lab's and the host's `timeout_factor` scale it: the
-virtual lab under TCG sets 3.0.
+Defaults follow what osstest and openQA use on real hosts (named per entry). A lab
+file may override a default (`xenhil.timeouts`), and the lab's and the host's
+`timeout_factor` scale it: the virtual lab under TCG sets 3.0.
 """
 
 from __future__ import annotations

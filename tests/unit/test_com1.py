@@ -18,12 +18,8 @@ import pytest
 from labgrid import Target
 from pexpect import TIMEOUT
 
-from harness.com1 import (
-    Com1NotConnected,
-    Com1Recorder,
-    Com1Timeout,
-    recorder_for,
-)
+from harness.com1 import Com1NotConnected, Com1Recorder, recorder_for
+from harness.com1_stream import Com1Timeout
 from harness.console_watch import ConsoleCrash, ConsoleWatcher
 from harness.drivers.com1console import Com1ConsoleDriver, Com1Port
 from tests.unit.test_console_watch import com1_bytes, console_text

@@ -9,7 +9,7 @@ import yaml
 
 from harness.errors import ConfigError
 from harness.lab import DEFAULT_LAB, load_lab
-from harness.paths import PROJECT_ROOT
+from harness.paths import PROJECT_ROOT, labs_dir
 
 
 def write_lab(tmp_path: Path, data: object) -> Path:
@@ -37,7 +37,7 @@ def test_vlab_lab_file_loads_with_both_hosts(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_example_lab_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    lab = load_lab(PROJECT_ROOT / "labs" / "example-lab.yaml", check_files=False)
+    lab = load_lab(labs_dir() / "example-lab.yaml", check_files=False)
     host = lab.host("xen-r640-02")
     assert host.family == "suse"
     assert host.timeout_factor == 1.5

@@ -21,7 +21,7 @@ from harness.npiv.script import (
 from harness.npiv.sysfs import FCHost, fc_hosts_from, luns_from, parse_dump, vports_from
 from harness.npiv.vports import free_vport_name, leaked_vports
 from harness.npiv.wwn import InvalidWWN, VportName, default_wwnn, parse_wwn, sysfs_wwn
-from harness.paths import PROJECT_ROOT
+from harness.paths import labs_dir
 
 DATA = Path(__file__).parent.parent / "data" / "npiv"
 POOL = (VportName("c0507611a2b3c400", "c0507601a2b3c400"),
@@ -251,7 +251,7 @@ def test_lab_npiv_is_per_host(tmp_path: Path) -> None:
 
 
 def test_example_lab_npiv_sections_load() -> None:
-    lab = load_lab(PROJECT_ROOT / "labs" / "example-lab.yaml", check_files=False)
+    lab = load_lab(labs_dir() / "example-lab.yaml", check_files=False)
     first, second = lab.host("xen-r640-01").npiv, lab.host("xen-r640-02").npiv
     assert first is not None and second is not None
     assert first.target_wwpn == second.target_wwpn == "500601603ea01b2c"
