@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 import allure
 
 from .errors import ConfigError, InfrastructureError, ProductFailure
-from .guests.guest import Guest, ensure_console_logging
+from .guests.dom0 import ensure_console_logging
+from .guests.guest import Guest
 from .host import Host
 from .migration_output import MigrateOutput, ProbeResult, parse_migrate_output, parse_ping_probe
 from .remote import CommandResult

@@ -39,7 +39,8 @@ from .build import XenBuild, load_build
 from .com1 import Com1Mark
 from .errors import ConfigError
 from .figures import Figures
-from .guests.guest import GuestAddresses, GuestFactory, GuestFailed, public_key_line
+from .guests.config import GuestAddresses
+from .guests.guest import GuestFactory, GuestFailed, public_key_line
 from .guests.image import GuestImage, build_guest_image
 from .host import Host
 from .lab import DEFAULT_LAB, Lab, load_lab

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InfrastructureError
-from harness.guests.guest import (
+from harness.guests.config import (
     MAC_PREFIX,
     GuestAddresses,
     GuestConfig,
     bridge_network,
-    console_failure,
     guest_address,
     guest_mac,
 )
+from harness.guests.guest import console_failure
 from harness.guests.image import (
     READY_MARKER,
     installed_kernel,
