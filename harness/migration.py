@@ -33,6 +33,7 @@ from .host import Host
 from .migration_output import MigrateOutput, ProbeResult, parse_migrate_output, parse_ping_probe
 from .remote import CommandResult
 from .xl import parse_xl_info, parse_xl_list
+from .xl_command import run_xl
 
 log = logging.getLogger(__name__)
 
@@ -266,16 +267,6 @@ def record(move: MoveRecord) -> None:
                   attachment_type=allure.attachment_type.JSON)
 
 
-def _xl(host: Host, command: str, timeout: str, failure: str) -> CommandResult:
-    result = host.run(command, timeout=host.timeouts[timeout], check=False)
-    if not result.ok:
-        why = ("no exit within " + host.timeouts.describe(timeout)
-               if result.exit_status is None else f"exit {result.exit_status}")
-        raise MigrationFailed(f"{host.name}: {failure}: `{command}` {why}:\n"
-                              f"{(result.stderr + result.stdout).strip()[-3000:]}")
-    return result
-
-
 def wait_answers(guest: Guest, what: str) -> float:
     """Wait until the guest answers SSH on its (current) host; the seconds it took."""
     timeout = guest.host.timeouts["guest_boot"]
@@ -341,8 +332,8 @@ def save(guest: Guest, *, checkpoint: bool = False) -> tuple[str, MoveRecord]:
         if not checkpoint:
             guest.shell.close()
         started = time.monotonic()
-        _xl(host, f"mkdir -p {SAVE_DIR} && xl -vvv save {flag}{guest.name} {path}",
-            "xl_save", f"guest {guest.name} was not saved")
+        run_xl(host, f"mkdir -p {SAVE_DIR} && xl -vvv save {flag}{guest.name} {path}",
+               "xl_save", f"guest {guest.name} was not saved", error=MigrationFailed)
         seconds = time.monotonic() - started
         size = int(host.run(f"stat -c %s {path}").stdout)
     # (xl's save output is not a migration's: no "Migration successful" to read)
@@ -357,8 +348,8 @@ def restore(guest: Guest, path: str) -> MoveRecord:
     what = f"restore on {host.name}"
     with allure.step(f"{what}: {guest.name}"):
         started = time.monotonic()
-        _xl(host, f"xl -vvv restore {path}", "xl_restore",
-            f"guest {guest.name} was not restored from {path}")
+        run_xl(host, f"xl -vvv restore {path}", "xl_restore",
+               f"guest {guest.name} was not restored from {path}", error=MigrationFailed)
         seconds = time.monotonic() - started
         answering = wait_answers(guest, what)
     move = MoveRecord(what, guest.name, seconds, extra={"answers_after_s": round(answering, 2)})

@@ -28,6 +28,7 @@ from ..leaks import LeakCheck
 from ..network import PingStats, parse_ping
 from ..remote import CommandResult
 from ..xl import parse_xl_list
+from ..xl_command import run_xl
 from .config import (
     BRIDGE,
     DEFAULT_MEMORY_MB,
@@ -255,13 +256,8 @@ class Guest:
         self._xl(f"xl destroy {self.name}", "xl_destroy", "was not destroyed")
 
     def _xl(self, command: str, timeout: str, failure: str) -> CommandResult:
-        result = self.host.run(command, timeout=self.host.timeouts[timeout], check=False)
-        if not result.ok:
-            why = ("no exit within " + self.host.timeouts.describe(timeout)
-                   if result.exit_status is None else f"exit {result.exit_status}")
-            raise GuestFailed(f"{self.host.name}: guest {self.name} {failure}: `{command}` "
-                              f"{why}: {(result.stderr or result.stdout).strip()[-2000:]}")
-        return result
+        return run_xl(self.host, command, timeout, f"guest {self.name} {failure}",
+                      error=GuestFailed)
 
     def _xl_list_line(self) -> str:
         result = self.host.run(f"xl list {self.name}", check=False)
