@@ -444,13 +444,6 @@ class DiskPattern:
                                       f"{self.path} reads {found}, was written as {expected}")
 
 
-def xen_logs(host: Host) -> str:
-    """`xl dmesg` and the tail of every file in /var/log/xen: evidence on failure."""
-    result = host.run("xl dmesg | tail -n 300; for f in /var/log/xen/*.log; do "
-                      "echo; echo \"=== $f\"; tail -n 150 \"$f\"; done", check=False)
-    return result.stdout + result.stderr
-
-
 def can_log_dirty_pv(virt_caps: str) -> bool:
     """`xl info`'s virt_caps lists shadow paging (PV log-dirty needs it)."""
     return "shadow" in virt_caps.split()

@@ -27,6 +27,7 @@ from ..host import Host
 from ..leaks import LeakCheck
 from ..network import PingStats, parse_ping
 from ..remote import CommandResult
+from ..xenlogs import log_tails
 from ..xl import parse_xl_list
 from ..xl_command import run_xl
 from .config import (
@@ -180,9 +181,8 @@ class Guest:
 
     def hotplug_log(self, lines: int = 40) -> str:
         """The end of what libxl and the hotplug scripts logged about this guest."""
-        result = self.host.run(
-            f"for f in /var/log/xen/xl-{self.name}.log /var/log/xen/xen-hotplug.log; do "
-            f"[ -e $f ] && echo \"== $f\" && tail -n {lines} $f; done", check=False)
+        result = self.host.run(log_tails(f"/var/log/xen/xl-{self.name}.log "
+                                         "/var/log/xen/xen-hotplug.log", lines), check=False)
         return result.stdout.strip()
 
     def domid(self) -> int:
