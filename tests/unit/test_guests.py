@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.build_cache import VlabBuildError
 from harness.errors import InfrastructureError
 from harness.guests.config import (
     MAC_PREFIX,
@@ -29,7 +30,6 @@ from harness.guests.image import (
     module_name,
 )
 from harness.guests.initramfs import Initramfs
-from harness.vlab.image import VlabBuildError
 
 DATA = Path(__file__).parent.parent / "data" / "guests"
 NETWORK = ipaddress.IPv4Network("198.51.100.0/24")
