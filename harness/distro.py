@@ -26,8 +26,7 @@ class Distro(ABC):
     grub_defaults_file: str  # where grub_settings writes
     xen_services: tuple[str, ...]  # systemd units active on a healthy dom0
     support_collector: SupportCollector
-    # Makes xenconsoled log guest consoles (restarts it). guests/guest.py still has its
-    # own copy, CONSOLE_LOGGING, until it is switched to this.
+    # Makes xenconsoled log guest consoles (restarts it).
     console_logging: str
 
     @abstractmethod

@@ -1,11 +1,7 @@
 """Save/restore and migration of guests, as steps with their checks and figures.
 
-- Host pairing: every dom0 of a pair trusts every other's (and its own) root SSH key,
-  knows their host keys (pinned from the lab file) and resolves their lab names to
-  their link addresses, so `xl migrate GUEST PEER` works (xl runs
-  `ssh PEER xl migrate-receive`).
-- A guest "kept running" across a save/restore or migration: the same boot id, and
-  its seconds counter and uptime did not go back. A silent reboot is a product failure.
+- Hosts are paired first (migration_hosts.py); after each step the guest must have
+  kept running and be where it should be (migration_checks.py).
 - Downtime: a ping probe (`ping -D`, every PROBE_INTERVAL s) from a dom0 to the guest
   during the whole migration; the longest silence between two replies is the guest's
   unreachability window.
@@ -17,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 import threading
 import time
@@ -26,181 +21,29 @@ from dataclasses import asdict, dataclass, field
 
 import allure
 
-from .errors import ConfigError, InfrastructureError, ProductFailure
-from .guests.guest import Guest, ensure_console_logging
+from .errors import InfrastructureError
+from .guests.dom0 import ensure_console_logging
+from .guests.guest import Guest
 from .host import Host
+from .migration_checks import (
+    GuestState,
+    MigrationFailed,
+    check_counting,
+    check_kept_running,
+    check_runs_only_on,
+)
 from .migration_output import MigrateOutput, ProbeResult, parse_migrate_output, parse_ping_probe
 from .remote import CommandResult
-from .xl import parse_xl_info, parse_xl_list
+from .xl_command import run_xl
 
 log = logging.getLogger(__name__)
 
-PEER_MARK = "xen-hil-migration-peer"  # ends the lines the harness adds to /etc/hosts
-DOM0_KEY = "/root/.ssh/id_ed25519"
-SSH_CLIENT_CONFIG = "/etc/ssh/ssh_config.d/xenhil-migration.conf"  # Debian includes it
 PROBE_INTERVAL = 0.1  # seconds between the probe's pings (root may go below 0.2)
 SAVE_DIR = "/var/lib/xen/save"
 # Run in a guest (busybox has no nohup): keeps rewriting 16 MiB of tmpfs, so its
 # memory never stops changing.
 BUSY_GUEST = ("(while :; do dd if=/dev/urandom of=/run/busy bs=1M count=16 2>/dev/null; "
               "done) </dev/null >/dev/null 2>&1 &")
-# Names xl gives a guest while it migrates: on the destination while it arrives, on the
-# source once it has left; neither may remain afterwards.
-TRANSIT_SUFFIXES = ("--incoming", "--migratedaway")
-
-
-class MigrationFailed(ProductFailure):
-    """`xl migrate`, save or restore failed, or left the guest in the wrong place."""
-
-
-class GuestRebooted(ProductFailure):
-    """The guest's counter, uptime or boot id show it restarted: it did not keep running."""
-
-
-# --- host pairing -------------------------------------------------------------------
-
-
-def pair_hosts(hosts: Sequence[Host]) -> None:
-    """Let the dom0s of `hosts` `xl migrate` to each other and to themselves (idempotent);
-    each one then proves it can SSH to every name in batch mode."""
-    missing = [host.name for host in hosts if host.spec.link_address is None]
-    if missing:
-        raise ConfigError(f"{', '.join(missing)}: no link_address in the lab file; "
-                          "migration goes over the host-to-host link")
-    public_keys = [
-        host.run(f"test -f {DOM0_KEY} || ssh-keygen -q -t ed25519 -N '' -C xenhil-{host.name} "
-                 f"-f {DOM0_KEY}; cat {DOM0_KEY}.pub").stdout.strip()
-        for host in hosts
-    ]
-    etc_hosts = "".join(f"{h.spec.link_address} {h.name} # {PEER_MARK}\n" for h in hosts)
-    for host in hosts:
-        known = "".join(f"{names} {key} {PEER_MARK}\n" for names, key in _known_hosts(host, hosts))
-        script = [
-            "mkdir -p -m 700 /root/.ssh",
-            "touch /root/.ssh/authorized_keys /root/.ssh/known_hosts",
-            *(f"grep -qxF {shlex.quote(key)} /root/.ssh/authorized_keys || "
-              f"echo {shlex.quote(key)} >> /root/.ssh/authorized_keys" for key in public_keys),
-            f"sed -i '/ {PEER_MARK}$/d' /etc/hosts /root/.ssh/known_hosts",
-            f"printf '%s' {shlex.quote(etc_hosts)} >> /etc/hosts",
-            f"printf '%s' {shlex.quote(known)} >> /root/.ssh/known_hosts",
-            f"printf '%s' {shlex.quote(_ssh_client_config(hosts))} > {SSH_CLIENT_CONFIG}",
-        ]
-        host.run(" && ".join(script))
-    for host in hosts:
-        for peer in ["localhost", *(h.name for h in hosts)]:
-            result = host.run(f"ssh -o BatchMode=yes -o ConnectTimeout=20 {peer} true",
-                              check=False)
-            if not result.ok:
-                raise InfrastructureError(
-                    f"{host.name}: root cannot SSH to {peer} after pairing (needed by xl "
-                    f"migrate): {(result.stderr or result.stdout).strip()}")
-
-
-def _ssh_client_config(hosts: Sequence[Host]) -> str:
-    # A peer that dies mid-migration is noticed in ~15 s, not after TCP's retries (minutes).
-    return (f"# xen-hil: migration peers (harness/migration.py)\n"
-            f"Host localhost {' '.join(host.name for host in hosts)}\n"
-            f"    BatchMode yes\n"
-            f"    ServerAliveInterval 5\n"
-            f"    ServerAliveCountMax 3\n")
-
-
-def _known_hosts(host: Host, hosts: Sequence[Host]) -> list[tuple[str, str]]:
-    """(names, `type key`) for known_hosts on `host`: every host of the pair, itself
-    also as localhost. Keys pinned in the lab file, else asked from the host itself."""
-    entries = []
-    for peer in hosts:
-        names = f"{peer.name},{peer.spec.link_address}"
-        if peer is host:
-            names += ",localhost,127.0.0.1"
-        key_file = peer.spec.ssh.host_key_file
-        if key_file is not None:
-            key = " ".join(key_file.read_text().split()[:2])
-        else:
-            scan = host.run(f"ssh-keyscan -t ed25519 {peer.spec.link_address}").stdout
-            key = " ".join(scan.split()[1:3])
-        entries.append((names, key))
-    return entries
-
-
-# --- guest continuity ---------------------------------------------------------------
-
-STATE_COMMAND = "cat /run/counter /proc/uptime /proc/sys/kernel/random/boot_id"
-
-
-@dataclass(frozen=True)
-class GuestState:
-    """What tells a guest that kept running from one that restarted."""
-
-    counter: int  # seconds counted since its /init started
-    uptime: float
-    boot_id: str
-
-    @classmethod
-    def parse(cls, text: str) -> GuestState:
-        """Output of STATE_COMMAND: counter, uptime + idle time, boot id."""
-        fields = text.split()
-        if len(fields) != 4:
-            raise ValueError(f"unexpected guest state output: {text!r}")
-        return cls(int(fields[0]), float(fields[1]), fields[3])
-
-    @classmethod
-    def read(cls, guest: Guest) -> GuestState:
-        return cls.parse(guest.run(STATE_COMMAND).stdout)
-
-
-def restart_signs(before: GuestState, after: GuestState) -> list[str]:
-    """What in `after` says the guest started over since `before` (empty: it did not)."""
-    signs = []
-    if after.boot_id != before.boot_id:
-        signs.append(f"boot id changed ({before.boot_id} -> {after.boot_id})")
-    if after.counter < before.counter:
-        signs.append(f"counter went back ({before.counter} -> {after.counter})")
-    if after.uptime < before.uptime:
-        signs.append(f"uptime went back ({before.uptime:.0f} s -> {after.uptime:.0f} s)")
-    return signs
-
-
-def check_kept_running(guest: Guest, before: GuestState, after: GuestState, what: str) -> None:
-    """Raise GuestRebooted unless `after` continues `before`."""
-    problems = restart_signs(before, after)
-    if problems:
-        raise GuestRebooted(f"guest {guest.name} restarted during {what}: "
-                            + "; ".join(problems))
-
-
-def check_counting(guest: Guest, since: GuestState) -> None:
-    """The guest's counter moves on from `since` (it runs, it is not just listed)."""
-    timeout = guest.host.timeouts["guest_counter"]
-    try:
-        guest.host.wait_for(f"guest {guest.name} counting", lambda: guest.counter() > since.counter,
-                            timeout)
-    except TimeoutError:
-        raise MigrationFailed(f"{guest.host.name}: guest {guest.name}'s counter stays at "
-                              f"{guest.counter()} for {timeout:.0f} s: it does not run") from None
-
-
-# --- placement ----------------------------------------------------------------------
-
-
-def check_runs_only_on(guest: Guest, host: Host, elsewhere: Sequence[Host]) -> None:
-    """The guest runs (not paused) on `host`, and no other host lists it, under any
-    of the names xl gives it in transit."""
-    listed = parse_xl_list(host.run("xl list").stdout)
-    mine = [domain for domain in listed if domain.name == guest.name]
-    if not mine:
-        raise MigrationFailed(f"{host.name}: guest {guest.name} not in xl list: "
-                              f"{[d.name for d in listed]}")
-    if "p" in mine[0].state or "c" in mine[0].state:
-        raise MigrationFailed(f"{host.name}: guest {guest.name} is not running: "
-                              f"state {mine[0].state}")
-    transit = {guest.name + suffix for suffix in TRANSIT_SUFFIXES}
-    for other in [host, *(h for h in elsewhere if h is not host)]:
-        names = {domain.name for domain in parse_xl_list(other.run("xl list").stdout)}
-        left = names & (transit if other is host else transit | {guest.name})
-        if left:
-            raise MigrationFailed(f"{other.name}: still lists {', '.join(sorted(left))} "
-                                  f"after {guest.name} moved to {host.name}")
 
 
 # --- downtime probe -----------------------------------------------------------------
@@ -263,16 +106,6 @@ def record(move: MoveRecord) -> None:
     log.info("figures: %s", move.summary())
     allure.attach(json.dumps(move.figures(), indent=2), name=f"figures: {move.what}",
                   attachment_type=allure.attachment_type.JSON)
-
-
-def _xl(host: Host, command: str, timeout: str, failure: str) -> CommandResult:
-    result = host.run(command, timeout=host.timeouts[timeout], check=False)
-    if not result.ok:
-        why = ("no exit within " + host.timeouts.describe(timeout)
-               if result.exit_status is None else f"exit {result.exit_status}")
-        raise MigrationFailed(f"{host.name}: {failure}: `{command}` {why}:\n"
-                              f"{(result.stderr + result.stdout).strip()[-3000:]}")
-    return result
 
 
 def wait_answers(guest: Guest, what: str) -> float:
@@ -340,8 +173,8 @@ def save(guest: Guest, *, checkpoint: bool = False) -> tuple[str, MoveRecord]:
         if not checkpoint:
             guest.shell.close()
         started = time.monotonic()
-        _xl(host, f"mkdir -p {SAVE_DIR} && xl -vvv save {flag}{guest.name} {path}",
-            "xl_save", f"guest {guest.name} was not saved")
+        run_xl(host, f"mkdir -p {SAVE_DIR} && xl -vvv save {flag}{guest.name} {path}",
+               "xl_save", f"guest {guest.name} was not saved", error=MigrationFailed)
         seconds = time.monotonic() - started
         size = int(host.run(f"stat -c %s {path}").stdout)
     # (xl's save output is not a migration's: no "Migration successful" to read)
@@ -356,8 +189,8 @@ def restore(guest: Guest, path: str) -> MoveRecord:
     what = f"restore on {host.name}"
     with allure.step(f"{what}: {guest.name}"):
         started = time.monotonic()
-        _xl(host, f"xl -vvv restore {path}", "xl_restore",
-            f"guest {guest.name} was not restored from {path}")
+        run_xl(host, f"xl -vvv restore {path}", "xl_restore",
+               f"guest {guest.name} was not restored from {path}", error=MigrationFailed)
         seconds = time.monotonic() - started
         answering = wait_answers(guest, what)
     move = MoveRecord(what, guest.name, seconds, extra={"answers_after_s": round(answering, 2)})
@@ -450,35 +283,3 @@ class DiskPattern:
             if found != expected:
                 raise MigrationFailed(f"guest {self.guest.name} {where}: block {n} of "
                                       f"{self.path} reads {found}, was written as {expected}")
-
-
-def xen_logs(host: Host) -> str:
-    """`xl dmesg` and the tail of every file in /var/log/xen: evidence on failure."""
-    result = host.run("xl dmesg | tail -n 300; for f in /var/log/xen/*.log; do "
-                      "echo; echo \"=== $f\"; tail -n 150 \"$f\"; done", check=False)
-    return result.stdout + result.stderr
-
-
-def can_log_dirty_pv(virt_caps: str) -> bool:
-    """`xl info`'s virt_caps lists shadow paging (PV log-dirty needs it)."""
-    return "shadow" in virt_caps.split()
-
-
-def live_migration_unsupported(host: Host) -> str | None:
-    """Why this Xen cannot live-migrate PV guests, or None. Live migration tracks the
-    pages a guest dirties (log-dirty); for PV guests that is shadow paging, which a
-    build without CONFIG_SHADOW_PAGING lacks (Debian's 4.17.7+13-0+deb12u1: `xl
-    migrate` fails with "Failed to enable logdirty")."""
-    caps = parse_xl_info(host.run("xl info").stdout).get("virt_caps", "")
-    if can_log_dirty_pv(caps):
-        return None
-    return (f"{host.name}: this Xen has no shadow paging (xl info virt_caps: {caps!r}; "
-            "built without CONFIG_SHADOW_PAGING), which live migration of PV guests needs "
-            "for log-dirty tracking")
-
-
-def usage_options(usage: str) -> set[str]:
-    """The options an `xl help COMMAND` usage lists, without dashes, `-` in long names
-    read as `_`: e.g. {"h", "C", "debug", "max_iters"}."""
-    return {name.replace("-", "_")
-            for name in re.findall(r"^\s*--?([A-Za-z][A-Za-z_-]*)", usage, re.MULTILINE)}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from .errors import InfrastructureError, ProductFailure
 from .figures import Figures
 from .host import Host
+from .xenlogs import XEN_LOGS, log_tails
 
 if TYPE_CHECKING:
     from .guests.guest import Guest
@@ -243,8 +244,7 @@ DIAGNOSIS = (
     ("addresses", "ip -o addr show"),
     ("routes", "ip route show table all"),
     ("forwarding and NAT", "sysctl net.ipv4.ip_forward; iptables -t nat -S 2>&1"),
-    ("hotplug logs", "for f in /var/log/xen/*.log; do echo \"== $f\"; tail -n 60 \"$f\"; "
-                     "done"),
+    ("hotplug logs", log_tails(XEN_LOGS, 60)),
 )
 
 

@@ -39,12 +39,13 @@ from .build import XenBuild, load_build
 from .com1 import Com1Mark
 from .errors import ConfigError
 from .figures import Figures
-from .guests.guest import GuestAddresses, GuestFactory, GuestFailed, public_key_line
+from .guests.config import GuestAddresses
+from .guests.guest import GuestFactory, GuestFailed, public_key_line
 from .guests.image import GuestImage, build_guest_image
 from .host import Host
 from .lab import DEFAULT_LAB, Lab, load_lab
 from .leaks import Leaked
-from .migration import pair_hosts
+from .migration_hosts import pair_hosts
 from .network import diagnosis
 from .paths import cache_dir, expand
 from .remote import SSHUnavailable, Transcript
@@ -220,7 +221,7 @@ def xen_host_pair(request: pytest.FixtureRequest,
 def host_pair(xen_host_pair: tuple[Host, Host]) -> tuple[Host, Host]:
     """(source, destination): the pair, both running the build (one that does not
     answer SSH, e.g. powered off by an earlier test, is power cycled back into it),
-    paired for `xl migrate` (harness.migration.pair_hosts)."""
+    paired for `xl migrate` (harness.migration_hosts.pair_hosts)."""
     for host in xen_host_pair:
         try:
             host.remote.wait_ready(timeout=5, interval=1)

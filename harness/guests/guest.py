@@ -1,12 +1,13 @@
-"""Guests on a host: xl config, create, the wait until really up, shutdown, destroy.
+"""Guests on a host: create, the wait until really up, shutdown, destroy.
 
 A guest is the harness's test guest (image.py) as a PV domain: kernel and initramfs
-copied to dom0 once, an xl config per guest, one vif on the guest bridge (xenbr0)
-with a MAC in Xen's 00:16:3e range, and an address of the bridge's network given on
-the kernel command line. "Up" means: the guest printed its ready marker on its
-console and answers SSH (through dom0, shell.py). The guest's console is logged by
-xenconsoled (`--log=guest`, set up on the host when missing) and read from the log
-file, so the whole console of every guest is kept, from its first line.
+copied to dom0 once (dom0.py), an xl config per guest (config.py), one vif on the
+guest bridge (xenbr0) with a MAC in Xen's 00:16:3e range, and an address of the
+bridge's network given on the kernel command line. "Up" means: the guest printed its
+ready marker on its console and answers SSH (through dom0, shell.py). The guest's
+console is logged by xenconsoled (`--log=guest`, set up on the host when missing) and
+read from the log file, so the whole console of every guest is kept, from its first
+line.
 """
 
 from __future__ import annotations
@@ -14,156 +15,52 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import secrets
 import shlex
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import paramiko
 
-from ..errors import ConfigError, InfrastructureError, ProductFailure
+from ..errors import InfrastructureError, ProductFailure
 from ..host import Host
 from ..leaks import LeakCheck
 from ..network import PingStats, parse_ping
 from ..remote import CommandResult
+from ..xenlogs import log_tails
 from ..xl import parse_xl_list
+from ..xl_command import run_xl
+from .config import (
+    BRIDGE,
+    DEFAULT_MEMORY_MB,
+    GuestAddresses,
+    GuestConfig,
+    bridge_network,
+    guest_name,
+    guest_network,
+    nat_router,
+    route_gateway,
+)
+from .dom0 import (
+    CONSOLE_LOG_DIR,
+    GUEST_FILES_DIR,
+    ensure_console_logging,
+    remote_size,
+    upload_guest_files,
+)
 from .image import ERROR_MARKER, READY_MARKER, GuestImage
 from .shell import GuestShell
 
 log = logging.getLogger(__name__)
 
-GUEST_FILES_DIR = "/var/lib/xen/images/xenhil"  # kernel and initramfs on dom0
 CONFIG_DIR = "/etc/xen/xenhil"
-CONSOLE_LOG_DIR = "/var/log/xen/console"  # xenconsoled's default --log-dir
-BRIDGE = "xenbr0"
-ROUTE_NETDEV = "eth0"  # vif-route's and vif-nat's default `netdev`
-MAC_PREFIX = "00:16:3e"  # Xen's OUI; the other three bytes: a per-run base + a counter
-FIRST_HOST, LAST_HOST = 101, 250  # guest addresses: these host numbers of the network
-DEFAULT_MEMORY_MB = 128
 CONSOLE_READ_LIMIT = 1024 * 1024  # bytes of a guest console read at most: its end
-# Every guest the harness makes is named so; a killed run's leftovers are found by it.
-GUEST_NAME_PREFIX = "xenhil-"
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # Seen on a guest's console while it boots: give up at once, it will not come up.
 CONSOLE_FAILURES = ("Kernel panic - not syncing", ERROR_MARKER)
-# How xenconsoled is told to log guest consoles, per distro family.
-CONSOLE_LOGGING = {
-    "debian": (
-        "touch /etc/default/xen && sed -i '/^XENCONSOLED_ARGS=/d' /etc/default/xen && "
-        "echo 'XENCONSOLED_ARGS=\"--log=guest --timestamp=guest\"' >> /etc/default/xen && "
-        "systemctl restart xen"
-    ),
-    "suse": (
-        "sed -i '/^XENCONSOLED_TRACE=/d' /etc/sysconfig/xencommons && "
-        "echo 'XENCONSOLED_TRACE=\"guest\"' >> /etc/sysconfig/xencommons && "
-        "systemctl restart xenconsoled"
-    ),
-}
 
 
 class GuestFailed(ProductFailure):
     """A guest did not do what Xen promises: come up, shut down, go away."""
-
-
-# How a guest's vif reaches the world: the hotplug script dom0 runs for it.
-NETWORK_SCRIPTS = {"bridge": "vif-bridge", "route": "vif-route", "nat": "vif-nat"}
-GUEST_TYPES = ("pv", "pvh")  # both boot the test guest's kernel directly
-
-
-@dataclass(frozen=True)
-class GuestConfig:
-    """What the xl config of a test guest says."""
-
-    name: str
-    kernel: str  # paths on dom0
-    ramdisk: str
-    address: str  # the guest's eth0, with prefix length: 198.51.100.101/24
-    mac: str
-    memory_mb: int = DEFAULT_MEMORY_MB
-    vcpus: int = 1
-    bridge: str = BRIDGE
-    type: str = "pv"
-    network: str = "bridge"  # a key of NETWORK_SCRIPTS
-    gateway: str | None = None  # the guest's default route (routed and NAT guests)
-    disks: tuple[str, ...] = ()  # xl disk specs (xl-disk-configuration(5)), in order
-
-    def __post_init__(self) -> None:
-        if not NAME.fullmatch(self.name):
-            raise ValueError(f"bad guest name {self.name!r}: letters, digits, '_', '.', "
-                             "'-', at most 63")
-        if self.type not in GUEST_TYPES:
-            raise ValueError(f"guest type {self.type!r}: the test guest boots as "
-                             f"{' or '.join(GUEST_TYPES)}")
-        if self.network not in NETWORK_SCRIPTS:
-            raise ValueError(f"guest network {self.network!r}: one of "
-                             f"{', '.join(NETWORK_SCRIPTS)}")
-
-    @property
-    def ip(self) -> str:
-        return self.address.split("/")[0]
-
-    @property
-    def extra(self) -> str:
-        """The guest kernel's command line: console, and what the guest's /init reads."""
-        extra = f"console=hvc0 xenhil.name={self.name} xenhil.ip={self.address}"
-        return extra + (f" xenhil.gw={self.gateway}" if self.gateway else "")
-
-    @property
-    def vif(self) -> str:
-        if self.network == "bridge":
-            return f"mac={self.mac},bridge={self.bridge}"
-        # the routing scripts take the guest's address from the vif's ip= key
-        return f"mac={self.mac},script={NETWORK_SCRIPTS[self.network]},ip={self.ip}"
-
-    def render(self) -> str:
-        """The xl config file (xl.cfg(5))."""
-        return (
-            f"# xen-hil test guest (harness/guests)\n"
-            f'name = "{self.name}"\n'
-            f'type = "{self.type}"\n'
-            f'kernel = "{self.kernel}"\n'
-            f'ramdisk = "{self.ramdisk}"\n'
-            f'extra = "{self.extra}"\n'
-            f"memory = {self.memory_mb}\n"
-            f"vcpus = {self.vcpus}\n"
-            f'vif = [ "{self.vif}" ]\n'
-            f"{self._disk_line()}"
-            # a crashed guest stays for inspection; the harness destroys it
-            f'on_crash = "preserve"\n'
-        )
-
-    def _disk_line(self) -> str:
-        if not self.disks:
-            return ""
-        return "disk = [ " + ", ".join(f'"{disk}"' for disk in self.disks) + " ]\n"
-
-
-def guest_mac(base: int, index: int) -> str:
-    """The MAC of a run's `index`th guest: 00:16:3e, then (`base` + `index`) mod 2^24."""
-    tail = ((base + index) % (1 << 24)).to_bytes(3, "big")
-    return MAC_PREFIX + "".join(f":{byte:02x}" for byte in tail)
-
-
-def guest_address(network: ipaddress.IPv4Network, index: int) -> ipaddress.IPv4Interface:
-    """The address of a run's `index`th guest on `network`, in turn. On a bridge's
-    network (shared with the dom0s) guests take host numbers FIRST_HOST..LAST_HOST; a
-    network of the guests alone (routed, NAT) is theirs from its first host number."""
-    if network.num_addresses >= LAST_HOST + 2:
-        first, count = FIRST_HOST, LAST_HOST - FIRST_HOST + 1
-    elif network.num_addresses >= 4:
-        first, count = 1, network.num_addresses - 2
-    else:
-        raise InfrastructureError(f"guest network {network} is too small for guests")
-    address = network.network_address + first + index % count
-    return ipaddress.IPv4Interface(f"{address}/{network.prefixlen}")
-
-
-def bridge_network(ip_addr_output: str) -> ipaddress.IPv4Network | None:
-    """The IPv4 network of the first address in `ip -o -4 addr show dev BRIDGE`."""
-    match = re.search(r"\binet (\d+\.\d+\.\d+\.\d+/\d+)", ip_addr_output)
-    return ipaddress.IPv4Interface(match.group(1)).network if match else None
 
 
 def console_failure(console: str) -> str | None:
@@ -176,21 +73,6 @@ def console_failure(console: str) -> str | None:
 
 def tail(text: str, lines: int = 30) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-class GuestAddresses:
-    """Hands out MACs and addresses for the guests of one run: unique within the run,
-    and, through a random MAC base, between runs."""
-
-    def __init__(self, base: int | None = None) -> None:
-        self.base = secrets.randbits(24) if base is None else base
-        self.count = 0
-
-    def next(self, network: ipaddress.IPv4Network) -> tuple[str, str]:
-        index = self.count
-        self.count += 1
-        return guest_mac(self.base, index), str(guest_address(network, index))
-
 
 class Guest:
     """A test guest on a host. `run` executes commands in it; everything done to it
@@ -276,7 +158,7 @@ class Guest:
 
     def console_size_on(self, host: Host) -> int:
         """Bytes of this guest's console log on `host` now."""
-        return _remote_size(host, self.console_path) or 0
+        return remote_size(host, self.console_path) or 0
 
     def run(self, command: str, *, timeout: float | None = None,
             check: bool = True) -> CommandResult:
@@ -299,9 +181,8 @@ class Guest:
 
     def hotplug_log(self, lines: int = 40) -> str:
         """The end of what libxl and the hotplug scripts logged about this guest."""
-        result = self.host.run(
-            f"for f in /var/log/xen/xl-{self.name}.log /var/log/xen/xen-hotplug.log; do "
-            f"[ -e $f ] && echo \"== $f\" && tail -n {lines} $f; done", check=False)
+        result = self.host.run(log_tails(f"/var/log/xen/xl-{self.name}.log "
+                                         "/var/log/xen/xen-hotplug.log", lines), check=False)
         return result.stdout.strip()
 
     def domid(self) -> int:
@@ -375,13 +256,8 @@ class Guest:
         self._xl(f"xl destroy {self.name}", "xl_destroy", "was not destroyed")
 
     def _xl(self, command: str, timeout: str, failure: str) -> CommandResult:
-        result = self.host.run(command, timeout=self.host.timeouts[timeout], check=False)
-        if not result.ok:
-            why = ("no exit within " + self.host.timeouts.describe(timeout)
-                   if result.exit_status is None else f"exit {result.exit_status}")
-            raise GuestFailed(f"{self.host.name}: guest {self.name} {failure}: `{command}` "
-                              f"{why}: {(result.stderr or result.stdout).strip()[-2000:]}")
-        return result
+        return run_xl(self.host, command, timeout, f"guest {self.name} {failure}",
+                      error=GuestFailed)
 
     def _xl_list_line(self) -> str:
         result = self.host.run(f"xl list {self.name}", check=False)
@@ -391,9 +267,6 @@ class Guest:
 def domain_names(host: Host) -> list[str]:
     return [domain.name for domain in parse_xl_list(host.run("xl list").stdout)]
 
-
-def _guest_name(name: str) -> str:
-    return name if name.startswith(GUEST_NAME_PREFIX) else GUEST_NAME_PREFIX + name
 
 
 class GuestFactory:
@@ -426,7 +299,7 @@ class GuestFactory:
         elif network == "nat":
             gateway = nat_router(address)
         config = GuestConfig(
-            name=_guest_name(name or f"{self.prefix}-{len(self.guests) + 1}"),
+            name=guest_name(name or f"{self.prefix}-{len(self.guests) + 1}"),
             kernel=f"{GUEST_FILES_DIR}/{self.image.kernel.name}",
             ramdisk=f"{GUEST_FILES_DIR}/{self.image.initrd.name}",
             address=address, mac=mac, memory_mb=memory_mb, vcpus=vcpus, bridge=bridge,
@@ -491,95 +364,6 @@ class GuestFactory:
             self.leak_check.watch(host)
             self._networks[host.name] = network
         return self._networks[host.name]
-
-
-# The lab file's option naming a host's network for its routed or NAT guests.
-GUEST_NETWORK_OPTIONS = {"route": "routed_guest_network", "nat": "nat_guest_network"}
-
-
-# A test's way to that network: the network, or a skip naming the missing option.
-NetworkOrSkip = Callable[[Host, str], str]
-
-
-def lab_guest_network(host: Host, network: str) -> ipaddress.IPv4Network | None:
-    """What the lab file gives `host`'s routed or NAT guests, if anything."""
-    value: ipaddress.IPv4Network | None = getattr(host.spec, GUEST_NETWORK_OPTIONS[network])
-    return value
-
-
-def guest_network(host: Host, network: str) -> ipaddress.IPv4Network:
-    """The lab's network for `host`'s routed or NAT guests."""
-    key = GUEST_NETWORK_OPTIONS[network]
-    value = lab_guest_network(host, network)
-    if value is None:
-        raise ConfigError(f"{host.lab.path}: host {host.name}: no {key}: {network} "
-                          "guests need addresses of their own (e.g. 203.0.113.0/28)")
-    return value
-
-
-def route_gateway(host: Host) -> str:
-    """Where a routed guest sends its traffic: vif-route gives the vif the address of
-    dom0's `netdev` (eth0 unless the script is told otherwise)."""
-    output = host.run(f"ip -o -4 addr show dev {ROUTE_NETDEV}", check=False).stdout
-    match = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", output)
-    if match is None:
-        raise InfrastructureError(f"{host.name}: vif-route gives routed guests the address "
-                                  f"of dom0's {ROUTE_NETDEV}, and it has none")
-    return match.group(1)
-
-
-def nat_router(address: str) -> str:
-    """The vif's address vif-nat assigns in dom0: the guest's, last byte + 127."""
-    ip = ipaddress.IPv4Interface(address).ip
-    if ip.packed[-1] + 127 > 254:
-        raise ValueError(f"NAT guest address {ip}: vif-nat's router would be past .254")
-    return str(ip + 127)
-
-
-def device_models(host: Host) -> dict[str, bool]:
-    """The device model paths libxenlight on the host names (what it execs for HVM
-    guests) -> whether each exists."""
-    found = host.run("grep -aoh '/[[:alnum:]/_.-]*qemu-system-i386' "
-                     "/usr/lib*/libxenlight.so.* /usr/lib*/*/libxenlight.so.* "
-                     "2>/dev/null | sort -u", check=False).stdout.split()
-    return {path: host.run(f"test -x {path}", check=False).ok for path in found}
-
-
-def upload_guest_files(host: Host, image: GuestImage) -> None:
-    """Copy kernel and initramfs to dom0 unless there already (their names carry
-    their version: the kernel release, the initramfs's hash)."""
-    host.run(f"mkdir -p {GUEST_FILES_DIR}")
-    for local in (image.kernel, image.initrd):
-        remote = f"{GUEST_FILES_DIR}/{local.name}"
-        if _remote_size(host, remote) == local.stat().st_size:
-            continue
-        host.remote.put(local, remote + ".part")
-        host.run(f"mv {remote}.part {remote}")
-
-
-def _remote_size(host: Host, path: str) -> int | None:
-    return host.remote.stat_size(path, timeout=host.timeouts["command"])
-
-
-def ensure_console_logging(host: Host) -> None:
-    """xenconsoled must log guest consoles to CONSOLE_LOG_DIR; configure it and
-    restart it if it does not."""
-    if _logs_guests(host):
-        return
-    log.info("%s: xenconsoled does not log guest consoles; configuring it", host.name)
-    command = CONSOLE_LOGGING.get(host.spec.family)
-    if command is None:
-        raise InfrastructureError(f"{host.name}: no way known to make xenconsoled log guest "
-                                  f"consoles on {host.spec.family}")
-    host.run(f"mkdir -p {CONSOLE_LOG_DIR} && {command}")
-    if not _logs_guests(host):
-        raise InfrastructureError(f"{host.name}: xenconsoled still does not log guest "
-                                  "consoles after its restart")
-
-
-def _logs_guests(host: Host) -> bool:
-    running = host.run("pgrep -a xenconsoled", check=False).stdout
-    return re.search(r"--log[= ](guest|all)\b", running) is not None
 
 
 def public_key_line(key_file: Path) -> str:

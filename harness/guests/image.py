@@ -13,8 +13,9 @@ when Xen asks it to (`xl shutdown`).
 Root logs in over SSH with the keys given (the lab's SSH keys); the guest's host key
 is generated here, so the harness can pin it.
 
-Cached under ``cache/vlab/guest`` with the rules of the dom0 image (vlab/image.py): a
-stamp with the recipe's hash, built in a temporary directory and moved into place.
+Cached under ``cache/vlab/guest`` with the rules of every cached artifact
+(build_cache.py): a stamp with the recipe's hash, built in a temporary directory and
+moved into place.
 """
 
 from __future__ import annotations
@@ -24,18 +25,16 @@ import json
 import logging
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..vlab.image import (
-    Image,
+from ..build_cache import (
     VlabBuildError,
     cache_lock,
-    deb822_fields,
+    dom0_dpkg_status,
     publish,
     remove_stale_temps,
     remove_tree,
@@ -45,6 +44,7 @@ from ..vlab.image import (
     stamp_matches,
     tail,
 )
+from ..debian_packages import PrivateApt, deb822_fields, deb_fields, unpack
 from .initramfs import Initramfs
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def recipe_hash(kernel: str, authorized_keys: Sequence[str]) -> str:
 def _kernel_wanted(cache: Path) -> str:
     """`name=version` of the dom0 image's kernel package, else the metapackage's name
     (its candidate is resolved when building)."""
-    status = Image.under(cache).dpkg_status
+    status = dom0_dpkg_status(cache)
     if status.exists():
         found = installed_kernel(status.read_text())
         if found is not None:
@@ -256,44 +256,10 @@ def metapackage_kernel(apt_cache_show: str) -> str:
     return f"{match.group(1)}={match.group(2)}"
 
 
-class _Apt:
-    """apt-get on a private state (empty dpkg status, own lists), so the controller's
-    APT state is neither used nor changed; sources are the controller's."""
-
-    def __init__(self, state: Path) -> None:
-        for sub in ("lists/partial", "cache", "log"):
-            (state / sub).mkdir(parents=True, exist_ok=True)
-        (state / "status").touch()
-        self.options = [
-            "-q",
-            "-o", f"Dir::State={state}",
-            "-o", f"Dir::State::status={state / 'status'}",
-            "-o", f"Dir::Cache={state / 'cache'}",
-            "-o", f"Dir::Log={state / 'log'}",
-            "-o", "APT::Sandbox::User=root",
-        ]
-
-    def update(self) -> None:
-        run(["apt-get", *self.options, "update"], what="apt-get update")
-
-    def show(self, package: str) -> str:
-        return run(["apt-cache", *self.options, "show", "--no-all-versions", package],
-                   what=f"apt-cache show {package}")
-
-    def download(self, packages: Sequence[str], dest: Path) -> list[Path]:
-        """Exactly these packages (no dependencies), into `dest`."""
-        proc = subprocess.run(["apt-get", *self.options, "download", *packages], cwd=dest,
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise VlabBuildError(f"apt-get download failed (exit {proc.returncode}): "
-                                 f"{tail(proc.stdout + proc.stderr)}")
-        return sorted(dest.glob("*.deb"))
-
-
 def _build(tmp: Path, out: Path, kernel: str, authorized_keys: Sequence[str]) -> None:
     debs, tree = tmp / "debs", tmp / "root"
     debs.mkdir()
-    apt = _Apt(tmp / "apt")
+    apt = PrivateApt(tmp / "apt")
     with stage("apt-get update (guest packages)", log):
         apt.update()
     if "=" not in kernel:
@@ -303,10 +269,9 @@ def _build(tmp: Path, out: Path, kernel: str, authorized_keys: Sequence[str]) ->
     packages: dict[str, str] = {}
     with stage("unpack", log):
         for deb in downloaded:
-            fields = deb822_fields(run(["dpkg-deb", "-f", str(deb), "Package", "Version"],
-                                       what=f"dpkg-deb -f {deb.name}"))
+            fields = deb_fields(deb, "Package", "Version")
             packages[fields["package"]] = fields["version"]
-            run(["dpkg-deb", "-x", str(deb), str(tree)], what=f"dpkg-deb -x {deb.name}")
+            unpack(deb, tree)
     releases = sorted(p.name for p in (tree / "lib/modules").iterdir())
     if len(releases) != 1:
         raise VlabBuildError(f"expected one kernel in {kernel}, found {releases}")

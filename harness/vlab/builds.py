@@ -15,16 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from harness.vlab.image import (
-    Image,
+from ..build_cache import (
     VlabBuildError,
     cache_lock,
-    deb822_fields,
     publish,
     remove_stale_temps,
     remove_tree,
@@ -33,6 +30,8 @@ from harness.vlab.image import (
     stage,
     stamp_matches,
 )
+from ..debian_packages import PrivateApt, deb822_fields, deb_fields
+from .image import Image
 
 log = logging.getLogger(__name__)
 
@@ -97,31 +96,19 @@ def _recipe(version: str, base: str) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
-class _Apt:
-    """The host's apt-get on private state: the image's dpkg status as the installed
-    set, and its own package lists and caches, so the host's APT state is neither
-    used nor changed. Sources and configuration are the host's."""
+class _Apt(PrivateApt):
+    """PrivateApt with the image's dpkg status as the installed set, and pins of its
+    own: the controller's are not used."""
 
     def __init__(self, state: Path, dpkg_status: Path) -> None:
-        for sub in ("lists/partial", "cache", "preferences.d", "log"):
-            (state / sub).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(dpkg_status, state / "status")
+        super().__init__(state, dpkg_status)
+        (state / "preferences.d").mkdir(exist_ok=True)
         self.preferences = state / "preferences"
-        self.options = [
-            "-q",
-            "-o", f"Dir::State={state}",
-            "-o", f"Dir::State::status={state / 'status'}",
-            "-o", f"Dir::Cache={state / 'cache'}",
+        self.options += [
             "-o", f"Dir::Etc::Preferences={self.preferences}",
             "-o", f"Dir::Etc::PreferencesParts={state / 'preferences.d'}",
-            "-o", f"Dir::Log={state / 'log'}",
-            # the private directories are root's; the _apt user could not write them
-            "-o", "APT::Sandbox::User=root",
         ]
         self.preferences.write_text("")
-
-    def update(self) -> None:
-        run(["apt-get", *self.options, "update"], what="apt-get update")
 
     def binaries(self, source: str, version: str) -> set[str]:
         """Names of the binary packages built from `source` at `version`."""
@@ -136,7 +123,8 @@ class _Apt:
             names |= binaries_of(text, source, version)
         return names
 
-    def download(self, packages: list[str], archives: Path) -> None:
+    def download_resolved(self, packages: list[str], archives: Path) -> None:
+        """These packages and the dependencies the image lacks, into `archives`."""
         (archives / "partial").mkdir(parents=True)
         run(
             ["apt-get", *self.options, "-o", f"Dir::Cache::archives={archives}",
@@ -172,7 +160,7 @@ def _fetch(apt: _Apt, version: str, tmp: Path) -> Path:
         f"Package: {' '.join(sorted(binaries))}\nPin: version {version}\nPin-Priority: 1001\n"
     )
     try:
-        apt.download([f"{p}={version}" for p in REQUEST], tmp / "archives")
+        apt.download_resolved([f"{p}={version}" for p in REQUEST], tmp / "archives")
     finally:
         apt.preferences.write_text("")
     debs = tmp / "debs"
@@ -187,8 +175,7 @@ def _check(debs: Path, version: str) -> int:
     number of packages."""
     found = {}
     for deb in sorted(debs.glob("*.deb")):
-        fields = deb822_fields(run(["dpkg-deb", "-f", str(deb), "Package", "Version", "Source"],
-                                   what=f"dpkg-deb -f {deb.name}"))
+        fields = deb_fields(deb, "Package", "Version", "Source")
         name = fields["package"]
         found[name] = fields["version"]
         source = fields.get("source", name).split()[0]

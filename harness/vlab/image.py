@@ -12,7 +12,6 @@ the stamp last, so an interrupted build never leaves an image that looks valid.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -24,11 +23,25 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from ..build_cache import (
+    VlabBuildError,
+    cache_lock,
+    dom0_dpkg_status,
+    mounts_below,
+    publish,
+    remove_stale_temps,
+    remove_tree,
+    require_tools,
+    run,
+    stage,
+    stamp_matches,
+    tail,
+)
+from ..debian_packages import deb822_fields
 
 log = logging.getLogger(__name__)
 FILES = resources.files("harness.vlab") / "files"
@@ -95,7 +108,6 @@ FIRSTBOOT_QEMU = ("-machine", "q35", "-accel", "tcg", "-cpu", "qemu64", "-m", "1
 FIRSTBOOT_APPEND = "root=/dev/vda1 rw console=ttyS0,115200 init=/root/firstboot.sh panic=1"
 FIRSTBOOT_OK = "vlab-firstboot: GRUB installed"
 FIRSTBOOT_TIMEOUT = 600  # seconds; it takes about 30 s under TCG
-LOG_TAIL = 25  # lines of a failed command's output shown in its error
 
 # Which Debian package provides a host tool, for the error message when it is missing.
 TOOLS = {
@@ -107,10 +119,6 @@ TOOLS = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
 }
-
-
-class VlabBuildError(RuntimeError):
-    """Building a virtual lab artifact failed; the message says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,7 @@ class Image:
         image, keys = cache / "vlab" / "image", cache / "vlab" / "keys"
         return cls(
             disk=image / "dom0.qcow2",
-            dpkg_status=image / "dpkg-status",
+            dpkg_status=dom0_dpkg_status(cache),
             root_password=image / "root-password",
             ssh_key=keys / "id_ed25519",
             ssh_pubkey=keys / "id_ed25519.pub",
@@ -341,22 +349,6 @@ def debian_mirror(sources: str, suite: str) -> str:
     )
 
 
-def deb822_fields(stanza: str) -> dict[str, str]:
-    """Fields of one deb822 stanza, names lowercased, continuation lines joined."""
-    fields: dict[str, str] = {}
-    name = ""
-    for line in stanza.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        if line[0] in " \t" and name:
-            fields[name] += "\n" + line.strip()
-        elif ":" in line:
-            key, value = line.split(":", 1)
-            name = key.strip().lower()
-            fields[name] = value.strip()
-    return fields
-
-
 def recipe_hash() -> str:
     """Hash of everything that decides the image's content."""
     recipe = {
@@ -373,117 +365,15 @@ def recipe_hash() -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
-# Helpers shared with builds.py: cache layout rules, commands, logging.
-
-
-@contextmanager
-def cache_lock(root: Path) -> Iterator[None]:
-    """Serializes builds in one cache directory across processes."""
-    with (root / ".lock").open("w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another build in %s", root)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-def stamp_matches(stamp: Path, recipe: str, artifacts: tuple[Path, ...]) -> bool:
-    try:
-        recorded = json.loads(stamp.read_text()).get("recipe")
-    except (OSError, ValueError):
-        return False
-    return recorded == recipe and all(p.exists() for p in artifacts)
-
-
-def publish(
-    staged: Mapping[Path, Path], stamp: Path, recipe: str, info: Mapping[str, object]
-) -> None:
-    """Moves each staged directory into place, replacing the old one, then writes the
-    stamp: the old stamp goes first, so nothing looks valid in between."""
-    stamp.unlink(missing_ok=True)
-    for src, dest in staged.items():
-        if dest.exists():
-            remove_tree(dest)
-        src.rename(dest)
-    tmp = stamp.with_name(stamp.name + ".tmp")
-    tmp.write_text(json.dumps({"recipe": recipe, "built": time.time(), **info}, indent=1))
-    tmp.replace(stamp)
-
-
-def remove_stale_temps(root: Path, prefix: str) -> None:
-    """Removes temporary directories of interrupted builds (the caller holds the lock)."""
-    for stale in root.glob(prefix + "*"):
-        if stale.is_dir():
-            log.info("removing %s, left by an interrupted build", stale)
-            remove_tree(stale)
-
-
-def remove_tree(path: Path) -> None:
-    """rmtree that first unmounts what an interrupted debootstrap left mounted below
-    `path`: removing through a mount would delete the host's files."""
-    for mount in sorted(mounts_below(path), key=len, reverse=True):
-        subprocess.run(["umount", "--lazy", mount], check=False)
-    if still := mounts_below(path):
-        raise VlabBuildError(f"cannot remove {path}: still mounted: {', '.join(still)}; "
-                             "unmount them by hand")
-    if path.exists():
-        shutil.rmtree(path)
-
-
-def mounts_below(path: Path) -> list[str]:
-    base = str(path.resolve())
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        # field 5 is the mount point, with octal escapes for spaces and the like
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4])
-        if point == base or point.startswith(base + "/"):
-            found.append(point)
-    return found
-
-
-def run(cmd: list[str], *, what: str, stdin: str | None = None) -> str:
-    """Runs `cmd` and returns its stdout; on failure raises VlabBuildError with the
-    tail of its output."""
-    log.debug("running %s", cmd)
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise VlabBuildError(
-            f"{what} failed (exit {proc.returncode}): {tail(proc.stdout + proc.stderr)}"
-        )
-    return proc.stdout
-
-
-@contextmanager
-def stage(name: str, logger: logging.Logger = log) -> Iterator[None]:
-    logger.info("%s ...", name)
-    started = time.monotonic()
-    yield
-    logger.info("%s done in %.0f s", name, time.monotonic() - started)
-
-
 def require_root(why: str) -> None:
     if os.geteuid() != 0:
         raise VlabBuildError(f"not root: {why}")
-
-
-def require_tools(tools: Mapping[str, str]) -> None:
-    missing = {tool: pkg for tool, pkg in tools.items() if shutil.which(tool) is None}
-    if missing:
-        raise VlabBuildError(
-            f"missing tools: {', '.join(missing)}; install them with "
-            f"apt-get install {' '.join(sorted(set(missing.values())))}"
-        )
 
 
 def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-
-
-def tail(text: str, lines: int = LOG_TAIL) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def _size(path: Path) -> str:

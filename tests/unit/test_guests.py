@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from harness.build_cache import VlabBuildError
 from harness.errors import InfrastructureError
-from harness.guests.guest import (
+from harness.guests.config import (
     MAC_PREFIX,
     GuestAddresses,
     GuestConfig,
     bridge_network,
-    console_failure,
     guest_address,
     guest_mac,
 )
+from harness.guests.guest import console_failure
 from harness.guests.image import (
     READY_MARKER,
     installed_kernel,
@@ -29,7 +30,6 @@ from harness.guests.image import (
     module_name,
 )
 from harness.guests.initramfs import Initramfs
-from harness.vlab.image import VlabBuildError
 
 DATA = Path(__file__).parent.parent / "data" / "guests"
 NETWORK = ipaddress.IPv4Network("198.51.100.0/24")

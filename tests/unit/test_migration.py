@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.migration import GuestState, can_log_dirty_pv, restart_signs, usage_options
+from harness.migration_checks import GuestState, restart_signs
+from harness.migration_hosts import can_log_dirty_pv, usage_options
 from harness.migration_output import parse_migrate_output, parse_ping_probe
 from harness.nbd import free_nbd_indexes
 from harness.xl import parse_xl_info

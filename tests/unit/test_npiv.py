@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from harness.errors import ConfigError, InfrastructureError
-from harness.guests.guest import GuestConfig
+from harness.guests.config import GuestConfig
 from harness.lab import DEFAULT_LAB, load_lab
 from harness.npiv.script import (
     NpivDisk,

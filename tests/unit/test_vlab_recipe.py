@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.build_cache import VlabBuildError, publish, stamp_matches
 from harness.vlab.builds import binaries_of
-from harness.vlab.image import (
-    FILES,
-    VlabBuildError,
-    debian_mirror,
-    publish,
-    recipe_hash,
-    stamp_matches,
-)
+from harness.vlab.image import FILES, debian_mirror, recipe_hash
 
 SOURCES = """\
 Types: deb

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from harness.figures import Figures
-from harness.guests.guest import GuestFactory, device_models
+from harness.guests.dom0 import device_models
+from harness.guests.guest import GuestFactory
 from harness.guests.image import READY_MARKER, STOP_MARKER
 from harness.host import Host
 from harness.xl import parse_xl_info

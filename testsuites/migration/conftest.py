@@ -9,8 +9,9 @@ import allure
 import pytest
 
 from harness.host import Host
-from harness.migration import live_migration_unsupported, xen_logs
+from harness.migration_hosts import live_migration_unsupported
 from harness.nbd import SharedDisk
+from harness.xenlogs import xen_logs
 
 SHARED_DISK_MB = 64
 

@@ -9,16 +9,13 @@ import pytest
 
 from harness.guests.guest import GuestFactory, domain_names
 from harness.host import Host
-from harness.migration import (
-    BackgroundMigration,
+from harness.migration import BackgroundMigration, MoveRecord, record, wait_answers
+from harness.migration_checks import (
     GuestState,
     MigrationFailed,
-    MoveRecord,
     check_counting,
     check_kept_running,
     check_runs_only_on,
-    record,
-    wait_answers,
 )
 from harness.migration_output import parse_migrate_output
 

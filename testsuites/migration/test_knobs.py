@@ -14,15 +14,14 @@ import pytest
 
 from harness.guests.guest import GuestFactory
 from harness.host import Host
-from harness.migration import (
-    BUSY_GUEST,
+from harness.migration import BUSY_GUEST, migrate
+from harness.migration_checks import (
     GuestState,
     MigrationFailed,
     check_kept_running,
     check_runs_only_on,
-    migrate,
-    usage_options,
 )
+from harness.migration_hosts import usage_options
 
 pytestmark = pytest.mark.area("migration")
 

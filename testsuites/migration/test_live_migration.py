@@ -10,7 +10,8 @@ import pytest
 
 from harness.guests.guest import Guest, GuestFactory
 from harness.host import Host
-from harness.migration import DiskPattern, GuestState, attach_disk, migrate
+from harness.migration import DiskPattern, attach_disk, migrate
+from harness.migration_checks import GuestState
 from harness.nbd import SharedDisk
 
 pytestmark = pytest.mark.area("migration")

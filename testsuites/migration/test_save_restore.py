@@ -9,15 +9,14 @@ import pytest
 
 from harness.guests.guest import GuestFactory
 from harness.host import Host
-from harness.migration import (
+from harness.migration import restore, save
+from harness.migration_checks import (
     GuestState,
     check_counting,
     check_kept_running,
     check_runs_only_on,
-    restore,
-    save,
-    usage_options,
 )
+from harness.migration_hosts import usage_options
 
 pytestmark = pytest.mark.area("migration")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.guests.guest import GUEST_NETWORK_OPTIONS, NetworkOrSkip, lab_guest_network
+from harness.guests.config import GUEST_NETWORK_OPTIONS, NetworkOrSkip, lab_guest_network
 from harness.host import Host
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from harness.figures import Figures
-from harness.guests.guest import BRIDGE, GuestFactory
+from harness.guests.config import BRIDGE
+from harness.guests.guest import GuestFactory
 from harness.host import Host
 from harness.network import bridge_of, check_pings, measure_transfer, wait_gone
 

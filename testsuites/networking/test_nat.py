@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from harness.figures import Figures
-from harness.guests.guest import BRIDGE, GuestFactory, NetworkOrSkip
+from harness.guests.config import BRIDGE, NetworkOrSkip
+from harness.guests.guest import GuestFactory
 from harness.host import Host
 from harness.network import check_pings, forwarding, masquerade, measure_transfer
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from harness.guests.guest import GuestFactory
 from harness.host import Host
-from harness.migration import GuestState, check_kept_running, restore, save, wait_answers
+from harness.migration import restore, save, wait_answers
+from harness.migration_checks import GuestState, check_kept_running
 
 
 def domain_id(host: Host, name: str) -> str | None:
