@@ -45,7 +45,7 @@ unit: venv
 	$(BIN)/pytest -q tests/unit
 
 test: setup lint vlab-build
-	$(BIN)/pytest tests
+	$(BIN)/pytest --durations=20 tests
 
 clean-vlab: venv
 	$(BIN)/xenhil vlab down
