@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import threading
@@ -19,8 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-import allure
-
+from . import evidence
 from .errors import InfrastructureError
 from .guests.dom0 import ensure_console_logging
 from .guests.guest import Guest
@@ -104,8 +102,7 @@ class MoveRecord:
 def record(move: MoveRecord) -> None:
     """Attach the figures to the test's report and log them."""
     log.info("figures: %s", move.summary())
-    allure.attach(json.dumps(move.figures(), indent=2), name=f"figures: {move.what}",
-                  attachment_type=allure.attachment_type.JSON)
+    evidence.attach_json(f"figures: {move.what}", move.figures())
 
 
 def wait_answers(guest: Guest, what: str) -> float:
@@ -132,7 +129,7 @@ def migrate(guest: Guest, to: Host, *, options: Sequence[str] = (),
     probe = PingProbe(probe_from or to, guest.ip, guest.name)
     ensure_console_logging(to)  # the guest's console goes on in `to`'s log
     console_offset = guest.console_size_on(to)
-    with allure.step(f"{what}: {guest.name}"):
+    with evidence.step(f"{what}: {guest.name}"):
         probe.start()
         try:
             started = time.monotonic()
@@ -140,8 +137,7 @@ def migrate(guest: Guest, to: Host, *, options: Sequence[str] = (),
                                 "localhost" if local else to.name])
             result = source.run(command, timeout=source.timeouts["xl_migrate"], check=False)
             seconds = time.monotonic() - started
-            allure.attach(result.render(), name=f"migration transcript: {what}",
-                          attachment_type=allure.attachment_type.TEXT)
+            evidence.attach_text(f"migration transcript: {what}", result.render())
             output = parse_migrate_output(result.stderr + result.stdout)
             if not result.ok:
                 raise MigrationFailed(
@@ -169,7 +165,7 @@ def save(guest: Guest, *, checkpoint: bool = False) -> tuple[str, MoveRecord]:
     path = f"{SAVE_DIR}/{guest.name}.save"
     flag = "-c " if checkpoint else ""
     what = f"save{' -c' if checkpoint else ''} on {host.name}"
-    with allure.step(f"{what}: {guest.name}"):
+    with evidence.step(f"{what}: {guest.name}"):
         if not checkpoint:
             guest.shell.close()
         started = time.monotonic()
@@ -187,7 +183,7 @@ def restore(guest: Guest, path: str) -> MoveRecord:
     """`xl restore FILE` on the guest's host, then wait until it answers SSH."""
     host = guest.host
     what = f"restore on {host.name}"
-    with allure.step(f"{what}: {guest.name}"):
+    with evidence.step(f"{what}: {guest.name}"):
         started = time.monotonic()
         run_xl(host, f"xl -vvv restore {path}", "xl_restore",
                f"guest {guest.name} was not restored from {path}", error=MigrationFailed)
@@ -231,8 +227,7 @@ class BackgroundMigration:
             raise self.error
         if self.result is None:
             raise InfrastructureError(f"{self.source.name}: `{self.command}` did not end")
-        allure.attach(self.result.render(), name=f"migration transcript: {self.command}",
-                      attachment_type=allure.attachment_type.TEXT)
+        evidence.attach_text(f"migration transcript: {self.command}", self.result.render())
         return self.result
 
 

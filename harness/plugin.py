@@ -24,6 +24,7 @@ broken or interrupted test reports and collects is harness/verdicts.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,10 @@ import allure
 import pytest
 from labgrid import Environment
 
-from . import drivers  # noqa: F401  (registers our labgrid resources and drivers)
+from . import (
+    drivers,  # noqa: F401  (registers our labgrid resources and drivers)
+    evidence,
+)
 from .build import XenBuild, load_build
 from .com1 import Com1Mark
 from .errors import ConfigError
@@ -82,6 +86,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for marker, text in MARKERS.items():
         config.addinivalue_line("markers", f"{marker}: {text}")
+    evidence.install(AllureEvidence())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    evidence.install(None)
+
+
+class AllureEvidence:
+    """harness.evidence into the running test's allure result."""
+
+    def step(self, title: str) -> contextlib.AbstractContextManager[None]:
+        manager: contextlib.AbstractContextManager[None] = allure.step(title)
+        return manager
+
+    def attach(self, name: str, text: str, *, is_json: bool = False) -> None:
+        kind = allure.attachment_type.JSON if is_json else allure.attachment_type.TEXT
+        allure.attach(text, name=name, attachment_type=kind)
+
+    def label(self, name: str, value: str) -> None:
+        allure.dynamic.label(name, value)
+
+    def link(self, url: str, name: str) -> None:
+        allure.dynamic.link(url, name=name)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import paramiko
 
+from .. import evidence
 from ..errors import InfrastructureError, ProductFailure
 from ..host import Host
 from ..leaks import LeakCheck
@@ -99,6 +100,7 @@ class Guest:
     def config_path(self) -> str:
         return f"{CONFIG_DIR}/{self.name}.cfg"
 
+    @evidence.action("create guest {self.name} on {self.host.name}")
     def create(self) -> None:
         """Write the xl config, `xl create` it, and wait until the guest is up."""
         host = self.host
@@ -210,11 +212,13 @@ class Guest:
                           "done").stdout
         return dict(line.split() for line in output.splitlines() if len(line.split()) == 2)
 
+    @evidence.action("hot-plug a vif into {self.name}")
     def network_attach(self, mac: str, bridge: str = BRIDGE) -> None:
         """`xl network-attach`: a new vif on `bridge`, hot-plugged."""
         self._xl(f"xl network-attach {self.name} mac={mac},bridge={bridge}", "xl_create",
                  "got no new vif")
 
+    @evidence.action("unplug a vif of {self.name}")
     def network_detach(self, mac: str) -> None:
         """`xl network-detach` of the vif with `mac`."""
         self._xl(f"xl network-detach {self.name} {mac}", "xl_destroy",
@@ -237,6 +241,7 @@ class Guest:
         """`xl list` on its host shows it."""
         return self.name in domain_names(self.host)
 
+    @evidence.action("shut {self.name} down (xl shutdown -w)")
     def shutdown(self) -> None:
         """`xl shutdown -w`: ask the guest to power off, and wait until it is gone."""
         self.shell.close()
@@ -250,6 +255,7 @@ class Guest:
             raise GuestFailed(f"{self.host.name}: guest {self.name} shut down but is still "
                               f"listed {timeout:.0f} s later: {self._xl_list_line()}") from None
 
+    @evidence.action("destroy {self.name} (xl destroy)")
     def destroy(self) -> None:
         """`xl destroy`: end the domain at once."""
         self.shell.close()

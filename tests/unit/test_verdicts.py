@@ -1,0 +1,157 @@
+"""The plugin's verdicts: a fault of a host the test used is the test's exception and
+first message; a fault of a host it did not use, or none, leaves its own failure."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from harness import evidence
+from harness.console_watch import ConsoleCrash, ConsoleEvent, Severity
+from harness.health import HostHealth, HostHung
+from harness.plugin import EVIDENCE
+from harness.remote import SSHUnavailable, Transcript
+from harness.verdicts import TEST_STARTED, _fault_first
+
+CRASH = ConsoleEvent("linux_panic", "[   40.225452] Kernel panic - not syncing: sysrq "
+                     "triggered crash", Severity.FATAL)
+
+
+@dataclass
+class FakeLiveness:
+    due: float = 0.0
+
+    def verdict_due(self) -> float:
+        return self.due
+
+
+@dataclass
+class FakeHost:
+    name: str
+    health: HostHealth = field(init=False)
+    liveness: FakeLiveness = field(default_factory=FakeLiveness)
+
+    def __post_init__(self) -> None:
+        self.health = HostHealth(self.name)
+
+
+@dataclass
+class FakeRun:
+    hosts: dict[str, FakeHost]
+
+
+@dataclass
+class FakeEvidence:
+    run: FakeRun
+    transcripts: dict[str, Transcript]
+
+
+@dataclass
+class FakeCallSpec:
+    params: dict[str, Any]
+
+
+class FakeItem:
+    def __init__(self, run: FakeRun, uses: str) -> None:
+        self.stash = pytest.Stash()
+        self.stash[EVIDENCE] = FakeEvidence(run, {name: Transcript() for name in run.hosts})
+        self.stash[TEST_STARTED] = time.monotonic()
+        self.callspec = FakeCallSpec({"xen_host": uses})
+        self.funcargs: dict[str, Any] = {}
+
+
+class FakeOutcome:
+    def __init__(self, error: BaseException) -> None:
+        self.excinfo = (type(error), error, None)
+        self.forced: BaseException | None = None
+
+    def force_exception(self, error: BaseException) -> None:
+        self.forced = error
+
+
+@pytest.fixture
+def run() -> FakeRun:
+    return FakeRun({"vlab1": FakeHost("vlab1"), "vlab2": FakeHost("vlab2")})
+
+
+def crash(host: FakeHost) -> ConsoleCrash:
+    fault = ConsoleCrash(CRASH, CRASH.line, host.name)
+    host.health.fault(fault)
+    return fault
+
+
+def test_crash_on_the_tests_host_replaces_its_symptom(run: FakeRun) -> None:
+    item = FakeItem(run, uses="vlab1")
+    fault = crash(run.hosts["vlab1"])
+    outcome = FakeOutcome(AssertionError("dom0 gets no ping reply from the guest"))
+    _fault_first(item, outcome)  # type: ignore[arg-type]
+    assert outcome.forced is fault
+    assert isinstance(outcome.forced, AssertionError)  # a product failure: failed
+    assert any("then the test itself saw: AssertionError: dom0 gets no ping reply" in note
+               for note in fault.__notes__)
+
+
+def test_crash_on_another_host_is_not_this_tests_verdict(run: FakeRun) -> None:
+    item = FakeItem(run, uses="vlab1")
+    crash(run.hosts["vlab2"])
+    outcome = FakeOutcome(AssertionError("a real failure of this test"))
+    _fault_first(item, outcome)  # type: ignore[arg-type]
+    assert outcome.forced is None
+
+
+def test_fault_before_the_test_began_is_not_its_verdict(run: FakeRun) -> None:
+    crash(run.hosts["vlab1"])
+    item = FakeItem(run, uses="vlab1")  # started after the crash
+    outcome = FakeOutcome(AssertionError("own failure"))
+    _fault_first(item, outcome)  # type: ignore[arg-type]
+    assert outcome.forced is None
+
+
+def test_ssh_failure_waits_for_the_monitors_verdict(run: FakeRun) -> None:
+    host = run.hosts["vlab1"]
+    host.liveness.due = time.monotonic() + 5  # the monitor decides within 5 s
+    item = FakeItem(run, uses="vlab1")
+    hung = HostHung("vlab1: host hung: no SSH answer for 60 s and no com1 output for 60 s")
+    threading.Timer(1.0, host.health.fault, args=(hung,)).start()
+    start = time.monotonic()
+    outcome = FakeOutcome(SSHUnavailable("vlab1: no answer within 60 s to starting `true`"))
+    _fault_first(item, outcome)  # type: ignore[arg-type]
+    assert outcome.forced is hung
+    assert 0.9 < time.monotonic() - start < 3
+
+
+def test_test_ended_by_the_fault_itself_is_left_as_it_is(run: FakeRun) -> None:
+    item = FakeItem(run, uses="vlab1")
+    fault = crash(run.hosts["vlab1"])
+    outcome = FakeOutcome(fault)
+    start = time.monotonic()
+    _fault_first(item, outcome)  # type: ignore[arg-type]
+    assert outcome.forced is None
+    assert time.monotonic() - start < 0.5  # no grace waited
+
+
+def test_evidence_actions_are_named_steps() -> None:
+    steps: list[str] = []
+
+    class Recorder(evidence.LogSink):
+        def step(self, title: str) -> Any:
+            steps.append(title)
+            return super().step(title)
+
+    class Guest:
+        name = "xenhil-a-1"
+
+        @evidence.action("destroy {self.name}")
+        def destroy(self) -> str:
+            return "gone"
+
+    evidence.install(Recorder())
+    try:
+        assert Guest().destroy() == "gone"
+    finally:
+        evidence.install(None)
+    assert steps == ["destroy xenhil-a-1"]
