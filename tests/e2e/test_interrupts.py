@@ -54,7 +54,7 @@ def lab(vlab_stopped: Lab) -> Iterator[Lab]:
     try:
         yield vlab_stopped
     finally:
-        if lab_processes(lab):
+        if lab_processes(vlab_stopped):
             control.down(vlab_stopped)
         control.clear_owner()
 
