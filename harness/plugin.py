@@ -25,6 +25,7 @@ broken or interrupted test reports and collects is harness/verdicts.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -336,6 +337,11 @@ def figures(request: pytest.FixtureRequest) -> Figures:
     return request.node.stash[FIGURES]
 
 
+# A test's com1 slice in its report holds at most this much (the end); the whole log
+# is in reports/<run-id>/com1/.
+COM1_SLICE_LIMIT = 8 * 1024 * 1024
+
+
 @dataclass
 class Evidence:
     """Where each host's com1 and transcript stood when a test began."""
@@ -345,13 +351,21 @@ class Evidence:
     transcripts: dict[str, Transcript]
 
     def attach(self) -> None:
+        """com1 first: where a host crashed or hung, it is the evidence."""
         for name, host in self.run.hosts.items():
+            start, end = self.marks[name], host.com1.mark()
+            cut = end.offset - start.offset - COM1_SLICE_LIMIT
+            if cut > 0:  # a console that printed for hours: its end, the rest is in the log
+                start = dataclasses.replace(start, offset=start.offset + cut)
+            text = host.com1.text_since(start, end)
+            if text:
+                if cut > 0:
+                    text = (f"[... {cut} bytes before this are in "
+                            f"{host.com1.log_path} ...]\n{text}")
+                allure.attach(text, name=f"{name} com1",
+                              attachment_type=allure.attachment_type.TEXT)
             if self.transcripts[name].entries:
                 allure.attach(self.transcripts[name].render(), name=f"{name} commands",
-                              attachment_type=allure.attachment_type.TEXT)
-            text = host.com1.text_since(self.marks[name])
-            if text:
-                allure.attach(text, name=f"{name} com1",
                               attachment_type=allure.attachment_type.TEXT)
             if host.booted is not None and host.strategy.timeline is not None:
                 allure.attach(host.strategy.timeline.render(), name=f"{name} boot timeline",

@@ -78,6 +78,8 @@ def test_sigterm_mid_test_writes_reports_and_leaves_nothing(lab: Lab, tmp_path: 
     interrupted = [r for r in allure_results(reports).values() if r["status"] == "broken"]
     assert len(interrupted) == 1, allure_results(reports)
     assert "interrupted" in interrupted[0]["statusDetails"]["message"]
+    junit = (reports / "junit.xml").read_text()
+    assert 'errors="1"' in junit and "interrupted" in junit, junit
     assert lab_processes(lab) == []
     assert control.read_owner() is None
 

@@ -155,3 +155,31 @@ def test_evidence_actions_are_named_steps() -> None:
     finally:
         evidence.install(None)
     assert steps == ["destroy xenhil-a-1"]
+
+
+def test_com1_slice_of_a_test_is_capped_to_its_end(tmp_path: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import plugin
+    from harness.com1 import Com1Recorder
+    from tests.unit.test_com1 import ConsoleServer, wait_for
+
+    attached: dict[str, str] = {}
+    monkeypatch.setattr(plugin.allure, "attach",
+                        lambda text, name, attachment_type: attached.__setitem__(name, text))
+    monkeypatch.setattr(plugin, "COM1_SLICE_LIMIT", 1000)
+    server = ConsoleServer()
+    try:
+        with Com1Recorder("127.0.0.1", server.port, tmp_path / "vlab1.log") as com1:
+            server.wait_client()
+            start = com1.mark()
+            server.send(b"".join(b"line %04d\n" % n for n in range(500)))
+            wait_for(lambda: com1.bytes_received >= 5000, "the console output")
+            host = type("FakeHost", (), {"com1": com1, "booted": None})()
+            run = type("FakeRun", (), {"hosts": {"vlab1": host}})()
+            plugin.Evidence(run, {"vlab1": start}, {"vlab1": Transcript()}).attach()
+    finally:
+        server.close()
+    text = attached["vlab1 com1"]
+    assert text.startswith("[... ") and "bytes before this are in" in text
+    assert text.rstrip().endswith("line 0499")
+    assert "line 0000" not in text and len(text) < 1200
