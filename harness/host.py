@@ -103,9 +103,10 @@ class Host:
             powered_on=self.power.poll,
             console_bytes=lambda: self.com1.bytes_received,
             hang_timeout=self.timeouts["host_hang"])
+        # labgrid's shell of the host is its SSH connection (with its health, transcripts)
+        target.get_driver("XenSSHDriver", activate=False).use(self.remote)
         self.strategy: XenBootStrategy = target.get_driver("XenBootStrategy", activate=False)
         self.strategy.timeouts = self.timeouts
-        self.strategy.wait_ssh = self.remote.wait_ready
         self.strategy.on_power_on = self.new_boot
         self.booted: BootedXen | None = None
 

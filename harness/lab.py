@@ -246,8 +246,9 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
     )
 
 
-# The labgrid drivers every host declares: power, com1, and the boot strategy bound to both.
-DRIVERS = ("IPMIPowerDriver", "Com1ConsoleDriver", "XenBootStrategy")
+# The labgrid drivers every host declares: power, com1, SSH, and the boot strategy bound
+# to the three.
+DRIVERS = ("IPMIPowerDriver", "Com1ConsoleDriver", "XenSSHDriver", "XenBootStrategy")
 
 
 def _host(check: _Checker, name: str, resources: Mapping[str, Any],

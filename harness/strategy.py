@@ -2,9 +2,9 @@
 
 A labgrid Strategy: `transition()` is the only way between states, and a failed
 transition is remembered (`@never_retry`) until the host is recovered (`force()`).
-It is declared in the lab file and bound by labgrid to the host's power (PowerProtocol)
-and com1 (Com1ConsoleDriver). Every stage of the boot is a named wait from the timeout
-table, watched for crashes on com1, and kept in the boot timeline.
+It is declared in the lab file and bound by labgrid to the host's power (PowerProtocol),
+com1 (Com1ConsoleDriver) and SSH (XenSSHDriver). Every stage of the boot is a named
+wait from the timeout table, watched for crashes on com1, and kept in the boot timeline.
 
 Whose fault a failed boot is depends on how far it got: nothing from Xen yet means the
 lab is broken (BMC, console, firmware, bootloader); a crash or a stall after the Xen
@@ -107,17 +107,17 @@ class XenBootStrategy(Strategy):
     answers SSH.
 
     Besides its bindings it is given, by whoever runs the host (harness.host.Host):
-    `timeouts`, the host's scaled table; `wait_ssh(timeout)`, SSH's readiness wait;
-    `on_power_on()`, called just before each power-on (a new boot begins)."""
+    `timeouts`, the host's scaled table, and `on_power_on()`, called just before each
+    power-on (a new boot begins)."""
 
     bindings: ClassVar[dict[str, Any]] = {"power": "PowerProtocol",
-                                          "console": "Com1ConsoleDriver"}
+                                          "console": "Com1ConsoleDriver",
+                                          "shell": "XenSSHDriver"}
     status: Status = attr.ib(default=Status.unknown)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.timeouts = Timeouts()
-        self.wait_ssh: Callable[[float], float] | None = None
         self.on_power_on: Callable[[], None] = lambda: None
         self.expect_xen = True
         self.timeline: BootTimeline | None = None
@@ -131,8 +131,8 @@ class XenBootStrategy(Strategy):
             status = Status[status]
         if status == self.status:
             return
-        self.target.activate(self.power)
-        self.target.activate(self.console)
+        for driver in (self.power, self.console, self.shell):
+            self.target.activate(driver)
         if status == Status.off:
             self.power.off()
         elif status == Status.booted:
@@ -188,9 +188,8 @@ class XenBootStrategy(Strategy):
                 log.info("%s: %s after %.1f s", name, stage.name, time.monotonic() - start)
 
     def _wait_ssh(self) -> None:
-        assert self.wait_ssh is not None, "XenBootStrategy.wait_ssh is not set"
         try:
-            self.wait_ssh(self.timeouts["ssh_after_power_cycle"])
+            self.shell.wait_ready(self.timeouts["ssh_after_power_cycle"])
         except SSHUnavailable as error:
             if self.timeline is not None and self.timeline.reached("xen"):
                 raise BootFailed(f"{self.target.name}: dom0 booted but SSH never answered: "

@@ -3,7 +3,8 @@ package registers them with labgrid (a lab file names them)."""
 
 from harness.drivers.com1console import Com1ConsoleDriver, Com1Port
 from harness.drivers.ipmipower import IPMIPowerDriver, IPMIPowerPort
+from harness.drivers.xenssh import XenSSHDriver
 from harness.strategy import XenBootStrategy
 
 __all__ = ["Com1ConsoleDriver", "Com1Port", "IPMIPowerDriver", "IPMIPowerPort",
-           "XenBootStrategy"]
+           "XenBootStrategy", "XenSSHDriver"]

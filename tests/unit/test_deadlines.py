@@ -214,3 +214,31 @@ def test_banner_probe(server: SSHServer, proxy: FreezingProxy) -> None:
     start = time.monotonic()
     assert not ssh_banner("127.0.0.1", proxy.port, timeout=2)
     assert took(start) < 4
+
+
+def test_labgrid_command_and_file_transfer_through_the_hosts_connection(
+        server: SSHServer, remote: RemoteHost, health: HostHealth, tmp_path: Path) -> None:
+    from labgrid import Target
+    from labgrid.driver.exception import ExecutionError
+    from labgrid.resource import NetworkService
+
+    from harness.drivers.xenssh import XenSSHDriver
+
+    target = Target("host1")
+    NetworkService(target, "ssh", address="127.0.0.1", username="root")
+    XenSSHDriver(target, "shell").use(remote)
+    shell = target.get_driver("CommandProtocol")
+    transfer = target.get_driver("FileTransferProtocol")
+    assert shell is transfer
+    assert shell.run("echo out; echo err >&2; exit 4") == (["out"], ["err"], 4)
+    assert shell.run_check("echo fine") == ["fine"]
+    with pytest.raises(ExecutionError):
+        shell.run_check("false")
+    (tmp_path / "a.txt").write_text("payload")
+    transfer.put(str(tmp_path / "a.txt"), str(tmp_path / "b.txt"))
+    transfer.get(str(tmp_path / "b.txt"), str(tmp_path / "back"))
+    assert (tmp_path / "back").read_text() == "payload"
+    crash_after(0, health).join()  # the host's faults reach labgrid's users too
+    with pytest.raises(ConsoleCrash):
+        shell.run("true")
+    target.cleanup()

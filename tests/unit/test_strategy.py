@@ -17,10 +17,12 @@ import pytest
 from labgrid import Target
 from labgrid.driver.common import Driver
 from labgrid.protocol import PowerProtocol
+from labgrid.resource import NetworkService
 from labgrid.strategy import StrategyError
 
 from harness.com1 import Com1Recorder
 from harness.drivers.com1console import Com1ConsoleDriver, Com1Port
+from harness.drivers.xenssh import XenSSHDriver
 from harness.remote import SSHUnavailable
 from harness.strategy import BootBroken, BootFailed, Status, XenBootStrategy, cause_of
 from harness.timeouts import Timeouts
@@ -79,21 +81,30 @@ def target(server: ConsoleServer, tmp_path: Path) -> Iterator[Target]:
         wait_for(lambda: com1.connected, "the recorder to connect")
         ScriptedPower(target, "power").server = server
         Com1ConsoleDriver(target, "console")
+        NetworkService(target, "ssh", address="127.0.0.1", username="root")
+        XenSSHDriver(target, "shell").use(FakeSSH())  # type: ignore[arg-type]
         yield target
         target.cleanup()
 
 
-def strategy_of(target: Target, *console: bytes, ssh: str = "answers") -> XenBootStrategy:
-    target.get_driver(ScriptedPower, activate=False).console = console
-    strategy = XenBootStrategy(target, "boot")  # type: ignore[call-arg]
-    strategy.timeouts = FAST
+class FakeSSH:
+    """SSH of the host under boot: it answers once the console showed a login prompt
+    (as dom0's sshd does), unless told it never does."""
 
-    def wait_ssh(timeout: float) -> float:
-        if ssh != "answers":
+    answers = True
+
+    def wait_ready(self, timeout: float) -> float:
+        if not self.answers:
             raise SSHUnavailable(f"host1: SSH not ready within {timeout:.0f} s")
         return 0.0
 
-    strategy.wait_ssh = wait_ssh
+
+def strategy_of(target: Target, *console: bytes, ssh: str = "answers") -> XenBootStrategy:
+    target.get_driver(ScriptedPower, activate=False).console = console
+    fake = target.get_driver(XenSSHDriver, activate=False).remote
+    fake.answers = ssh == "answers"
+    strategy = XenBootStrategy(target, "boot")  # type: ignore[call-arg]
+    strategy.timeouts = FAST
     return strategy
 
 
