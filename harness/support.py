@@ -330,7 +330,7 @@ def xen_section_script(name: str, directory: str) -> str:
         lines.append(f"  cp -a {source} \"$out/{target}\" 2>>\"$out/copy-errors.txt\";")
     lines.append("fi")
     archive = shlex.quote(f"{directory}/{section}.tar.gz")
-    lines.append(f"tar -C {shlex.quote(directory)} -czf {archive} {section} && "
+    lines.append(f"tar -C {shlex.quote(directory)} -czf {archive} {shlex.quote(section)} && "
                  f"sha256sum {archive} | cut -d' ' -f1 > {archive}.sha256")
     return "\n".join(lines)
 
