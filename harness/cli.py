@@ -14,10 +14,11 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import ConfigError, HarnessError
-from .ipmi import IPMITool
+from .ipmi import IPMITool, bmc_secrets
 from .lab import DEFAULT_LAB, Lab, load_lab
 from .paths import cache_dir
 
@@ -93,7 +94,7 @@ def cmd_vlab_status(args: argparse.Namespace) -> int:
 def _print_status(lab: Lab) -> None:
     from .vlab import control
 
-    table = Table(title=f"virtual lab {lab.name} ({lab.path})")
+    table = Table(title=escape(f"virtual lab {lab.name} ({lab.path})"))
     for column in ("host", "BMC", "QEMU", "power", "ports"):
         table.add_column(column)
     for host in control.virtual_hosts(lab):
@@ -202,7 +203,7 @@ def cmd_lab_check(args: argparse.Namespace) -> int:
     from .remote import RemoteHost
 
     lab = _lab(args)
-    table = Table(title=f"lab {lab.name} ({lab.path}): file valid")
+    table = Table(title=escape(f"lab {lab.name} ({lab.path}): file valid"))
     for column in ("host", "BMC", "com1", "SSH"):
         table.add_column(column)
     broken = False
@@ -211,21 +212,22 @@ def cmd_lab_check(args: argparse.Namespace) -> int:
             power = "on" if IPMITool(spec.bmc, retries=1).power_status() else "off"
             bmc = f"[green]answers[/], power {power}"
         except HarnessError as error:
-            bmc, power, broken = f"[red]{error}[/]", "unknown", True
+            bmc, power, broken = f"[red]{escape(str(error))}[/]", "unknown", True
         try:
             with socket.create_connection((spec.com1.address, spec.com1.port), timeout=5):
-                com1 = f"[green]{spec.com1} accepts[/]"
+                com1 = f"[green]{escape(str(spec.com1))} accepts[/]"
         except OSError as error:
             # A virtual host's console only listens while its machine runs.
-            com1 = f"{spec.com1}: {error.strerror or error}"
+            com1 = escape(f"{spec.com1}: {error.strerror or error}")
             broken = broken or power == "on"
         try:
-            RemoteHost(spec.name, spec.ssh).run("true", timeout=15)
+            RemoteHost(spec.name, spec.ssh, secrets=bmc_secrets(spec.bmc)).run("true",
+                                                                              timeout=15)
             ssh = "[green]login works[/]"
         except HarnessError as error:
-            ssh = str(error)
+            ssh = escape(str(error))
             broken = broken or power == "on"
-        table.add_row(spec.name, bmc, com1, ssh)
+        table.add_row(escape(spec.name), bmc, com1, ssh)
     Console().print(table)
     return 1 if broken else 0
 
@@ -263,7 +265,7 @@ def cmd_support(args: argparse.Namespace) -> int:
     lab = _lab(args)
     spec = lab.host(args.host)
     destination = lab.reports_dir / (args.run_id or f"support-{default_run_id()}")
-    bundle = collect(RemoteHost(spec.name, spec.ssh), spec.family,
+    bundle = collect(RemoteHost(spec.name, spec.ssh, secrets=bmc_secrets(spec.bmc)), spec.family,
                      destination / "support" / spec.name,
                      timeout=lab.timeouts(spec)["support_collect"])
     console.print(bundle.summary())
@@ -370,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(error: BaseException) -> str:
+    # Error text comes from hosts and BMCs: markup in it must show, not style or hide.
+    return f"[bold red]error:[/] {escape(str(error))}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -381,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
         return result
     except HarnessError as error:
-        console.print(f"[bold red]error:[/] {error}")
+        console.print(error_line(error))
         return 2
     except KeyboardInterrupt:
         console.print("interrupted")

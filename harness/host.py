@@ -28,7 +28,7 @@ from .console_watch import ConsoleCrash, ConsoleWatcher, Severity
 from .errors import ProductFailure
 from .health import HostBroken, HostHealth
 from .install import install_build, installed_entry
-from .ipmi import BMCError
+from .ipmi import BMCError, bmc_secrets
 from .lab import HostSpec, Lab
 from .liveness import LivenessMonitor, ssh_banner
 from .remote import CommandResult, RemoteHost, SSHUnavailable, Transcript
@@ -85,7 +85,7 @@ class Host:
         self.transcripts: list[Transcript] = []
         self.health = HostHealth(spec.name)
         self.remote = RemoteHost(spec.name, spec.ssh, on_command=self._record,
-                                 health=self.health)
+                                 secrets=bmc_secrets(spec.bmc), health=self.health)
         self.health.on_fault(self.remote.close)
         # Fed continuously from com1 by a thread of its own, so that any wait of any
         # test fails at once when the host crashes. Replaced at every power-on.

@@ -21,6 +21,21 @@ from .errors import ConfigError, InfrastructureError
 log = logging.getLogger(__name__)
 
 
+def bmc_secrets(bmc: BMC) -> tuple[str, ...]:
+    """The BMC's password if it can be read here: what a host's transcripts must not
+    show (RemoteHost's `secrets`)."""
+    if bmc.password_env is not None:
+        password = os.environ.get(bmc.password_env, "")
+    elif bmc.password_file is not None:
+        try:
+            password = bmc.password_file.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            password = ""
+    else:
+        password = ""
+    return (password,) if password else ()
+
+
 class BMCError(InfrastructureError):
     """The BMC did not answer, refused us, or did not reach the requested state."""
 

@@ -133,8 +133,8 @@ def migrate(guest: Guest, to: Host, *, options: Sequence[str] = (),
         probe.start()
         try:
             started = time.monotonic()
-            command = " ".join(["xl -vvv migrate", *options, guest.name,
-                                "localhost" if local else to.name])
+            command = "xl -vvv migrate " + shlex.join(
+                [*options, guest.name, "localhost" if local else to.name])
             result = source.run(command, timeout=source.timeouts["xl_migrate"], check=False)
             seconds = time.monotonic() - started
             evidence.attach_text(f"migration transcript: {what}", result.render())
@@ -169,10 +169,11 @@ def save(guest: Guest, *, checkpoint: bool = False) -> tuple[str, MoveRecord]:
         if not checkpoint:
             guest.shell.close()
         started = time.monotonic()
-        run_xl(host, f"mkdir -p {SAVE_DIR} && xl -vvv save {flag}{guest.name} {path}",
+        run_xl(host, f"mkdir -p {SAVE_DIR} && xl -vvv save {flag}"
+                     f"{shlex.join([guest.name, path])}",
                "xl_save", f"guest {guest.name} was not saved", error=MigrationFailed)
         seconds = time.monotonic() - started
-        size = int(host.run(f"stat -c %s {path}").stdout)
+        size = int(host.run(f"stat -c %s {shlex.quote(path)}").stdout)
     # (xl's save output is not a migration's: no "Migration successful" to read)
     move = MoveRecord(what, guest.name, seconds, extra={"image_mb": round(size / 2**20, 1)})
     record(move)
@@ -185,7 +186,7 @@ def restore(guest: Guest, path: str) -> MoveRecord:
     what = f"restore on {host.name}"
     with evidence.step(f"{what}: {guest.name}"):
         started = time.monotonic()
-        run_xl(host, f"xl -vvv restore {path}", "xl_restore",
+        run_xl(host, f"xl -vvv restore {shlex.quote(path)}", "xl_restore",
                f"guest {guest.name} was not restored from {path}", error=MigrationFailed)
         seconds = time.monotonic() - started
         answering = wait_answers(guest, what)
@@ -201,7 +202,7 @@ class BackgroundMigration:
     def __init__(self, guest: Guest, to: Host) -> None:
         self.guest = guest
         self.source = guest.host
-        self.command = f"xl -vvv migrate {guest.name} {to.name}"
+        self.command = f"xl -vvv migrate {shlex.join([guest.name, to.name])}"
         self.result: CommandResult | None = None
         self.error: BaseException | None = None
         self.started = 0.0
@@ -237,13 +238,14 @@ class BackgroundMigration:
 def attach_disk(guest: Guest, device: str, vdev: str = "xvdb") -> str:
     """`xl block-attach` dom0's `device` to the guest as `vdev` (kept in the domain's
     config, so it migrates with it); returns the guest's device path once it exists."""
-    guest.host.run(f"xl block-attach {guest.name} "
-                   f"'format=raw,vdev={vdev},access=rw,target={device}'")
+    guest.host.run(f"xl block-attach {shlex.quote(guest.name)} "
+                   f"{shlex.quote(f'format=raw,vdev={vdev},access=rw,target={device}')}")
     path = f"/dev/{vdev}"
     timeout = guest.host.timeouts["guest_boot"]
     try:
         guest.host.wait_for(f"{path} in guest {guest.name}",
-                            lambda: guest.run(f"test -b {path}", check=False).ok, timeout)
+                            lambda: guest.run(f"test -b {shlex.quote(path)}",
+                                              check=False).ok, timeout)
     except TimeoutError:
         raise MigrationFailed(f"guest {guest.name}: no {path} within {timeout:.0f} s of "
                               f"`xl block-attach` of {guest.host.name}:{device}") from None
@@ -263,13 +265,13 @@ class DiskPattern:
 
     def write(self) -> None:
         n = len(self.written)
-        self.guest.run(f"dd if=/dev/urandom of={self.path} {self.BLOCK} seek={16 * n} "
+        self.guest.run(f"dd if=/dev/urandom of={shlex.quote(self.path)} {self.BLOCK} seek={16 * n} "
                        f"conv=fsync 2>/dev/null")
         self.written.append(self._read(n))
 
     def _read(self, n: int) -> str:
-        return self.guest.run(f"dd if={self.path} {self.BLOCK} skip={16 * n} 2>/dev/null "
-                              f"| md5sum").stdout.split()[0]
+        return self.guest.run(f"dd if={shlex.quote(self.path)} {self.BLOCK} skip={16 * n} "
+                              f"2>/dev/null | md5sum").stdout.split()[0]
 
     def check(self, where: str) -> None:
         self.guest.run("sync && echo 3 > /proc/sys/vm/drop_caches")

@@ -28,42 +28,77 @@ def pair_hosts(hosts: Sequence[Host]) -> None:
     if missing:
         raise ConfigError(f"{', '.join(missing)}: no link_address in the lab file; "
                           "migration goes over the host-to-host link")
-    public_keys = [
-        host.run(f"test -f {DOM0_KEY} || ssh-keygen -q -t ed25519 -N '' -C xenhil-{host.name} "
-                 f"-f {DOM0_KEY}; cat {DOM0_KEY}.pub").stdout.strip()
-        for host in hosts
-    ]
-    etc_hosts = "".join(f"{h.spec.link_address} {h.name} # {PEER_MARK}\n" for h in hosts)
+    peers = [(host.name, str(host.spec.link_address)) for host in hosts]
+    public_keys = [host.run(keygen_command(host.name)).stdout.strip() for host in hosts]
     for host in hosts:
-        known = "".join(f"{names} {key} {PEER_MARK}\n" for names, key in _known_hosts(host, hosts))
-        script = [
-            "mkdir -p -m 700 /root/.ssh",
-            "touch /root/.ssh/authorized_keys /root/.ssh/known_hosts",
-            *(f"grep -qxF {shlex.quote(key)} /root/.ssh/authorized_keys || "
-              f"echo {shlex.quote(key)} >> /root/.ssh/authorized_keys" for key in public_keys),
-            f"sed -i '/ {PEER_MARK}$/d' /etc/hosts /root/.ssh/known_hosts",
-            f"printf '%s' {shlex.quote(etc_hosts)} >> /etc/hosts",
-            f"printf '%s' {shlex.quote(known)} >> /root/.ssh/known_hosts",
-            f"printf '%s' {shlex.quote(_ssh_client_config(hosts))} > {SSH_CLIENT_CONFIG}",
-        ]
-        host.run(" && ".join(script))
+        host.run(pairing_script(peers, public_keys, _known_hosts(host, hosts)))
     for host in hosts:
         for peer in ["localhost", *(h.name for h in hosts)]:
-            result = host.run(f"ssh -o BatchMode=yes -o ConnectTimeout=20 {peer} true",
-                              check=False)
+            result = host.run(ssh_check_command(peer), check=False)
             if not result.ok:
                 raise InfrastructureError(
                     f"{host.name}: root cannot SSH to {peer} after pairing (needed by xl "
                     f"migrate): {(result.stderr or result.stdout).strip()}")
 
 
-def _ssh_client_config(hosts: Sequence[Host]) -> str:
+def keygen_command(name: str) -> str:
+    """Make dom0's root key unless it has one; print its public half."""
+    return (f"test -f {DOM0_KEY} || ssh-keygen -q -t ed25519 -N '' "
+            f"-C {shlex.quote(f'xenhil-{name}')} -f {DOM0_KEY}; cat {DOM0_KEY}.pub")
+
+
+def ssh_check_command(peer: str) -> str:
+    return f"ssh -o BatchMode=yes -o ConnectTimeout=20 {shlex.quote(peer)} true"
+
+
+# Shell quoting does not stop a name from adding lines or fields to /etc/hosts,
+# known_hosts or the ssh config: blanks and these characters would.
+NOT_IN_NAMES = '#,"*?!\\'
+
+
+def _one_line_word(value: str, what: str) -> None:
+    if not value or any(c.isspace() or c in NOT_IN_NAMES for c in value):
+        raise ConfigError(f"{what} {value!r}: not usable in /etc/hosts and ssh files "
+                          f"(empty, or has blanks or one of {NOT_IN_NAMES})")
+
+
+def pairing_script(peers: Sequence[tuple[str, str]], public_keys: Sequence[str],
+                   known_hosts: Sequence[tuple[str, str]]) -> str:
+    """The shell script that pairs one dom0: `peers` (name, link address) into
+    /etc/hosts and the ssh client config, `public_keys` authorized, `known_hosts`
+    ((names, `type key`)) known."""
+    for name, address in peers:
+        _one_line_word(name, "host name")
+        _one_line_word(address, "link_address")
+    etc_hosts = "".join(f"{address} {name} # {PEER_MARK}\n" for name, address in peers)
+    known = "".join(f"{names} {' '.join(key.split())} {PEER_MARK}\n"
+                    for names, key in known_hosts)
+    script = [
+        "mkdir -p -m 700 /root/.ssh",
+        "touch /root/.ssh/authorized_keys /root/.ssh/known_hosts",
+        *(f"grep -qxF {shlex.quote(key)} /root/.ssh/authorized_keys || "
+          f"echo {shlex.quote(key)} >> /root/.ssh/authorized_keys"
+          for key in (" ".join(text.split()) for text in public_keys)),  # one line each
+        f"sed -i '/ {PEER_MARK}$/d' /etc/hosts /root/.ssh/known_hosts",
+        f"printf '%s' {shlex.quote(etc_hosts)} >> /etc/hosts",
+        f"printf '%s' {shlex.quote(known)} >> /root/.ssh/known_hosts",
+        f"printf '%s' {shlex.quote(_ssh_client_config([name for name, _ in peers]))} "
+        f"> {SSH_CLIENT_CONFIG}",
+    ]
+    return " && ".join(script)
+
+
+def _ssh_client_config(names: Sequence[str]) -> str:
     # A peer that dies mid-migration is noticed in ~15 s, not after TCP's retries (minutes).
     return (f"# xen-hil: migration peers (harness/migration_hosts.py)\n"
-            f"Host localhost {' '.join(host.name for host in hosts)}\n"
+            f"Host localhost {' '.join(names)}\n"
             f"    BatchMode yes\n"
             f"    ServerAliveInterval 5\n"
             f"    ServerAliveCountMax 3\n")
+
+
+def keyscan_command(address: str) -> str:
+    return f"ssh-keyscan -t ed25519 {shlex.quote(address)}"
 
 
 def _known_hosts(host: Host, hosts: Sequence[Host]) -> list[tuple[str, str]]:
@@ -78,7 +113,7 @@ def _known_hosts(host: Host, hosts: Sequence[Host]) -> list[tuple[str, str]]:
         if key_file is not None:
             key = " ".join(key_file.read_text().split()[:2])
         else:
-            scan = host.run(f"ssh-keyscan -t ed25519 {peer.spec.link_address}").stdout
+            scan = host.run(keyscan_command(str(peer.spec.link_address))).stdout
             key = " ".join(scan.split()[1:3])
         entries.append((names, key))
     return entries

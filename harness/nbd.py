@@ -59,20 +59,16 @@ class SharedDisk:
     def create(self) -> None:
         """Export the image and attach it on every host."""
         server = self.server
+        address = str(server.spec.link_address)
         log.info("%s: exporting %d MiB over NBD as %s", server.name, self.size_mb, self.name)
-        config = (f"[generic]\nuser = root\ngroup = root\n"
-                  f"listenaddr = {server.spec.link_address}\nport = {NBD_PORT}\n"
-                  f"[{self.name}]\nexportname = {self.image}\n")
-        server.run(f"mkdir -p {IMAGES_DIR} && truncate -s {self.size_mb}M {self.image} && "
-                   f"printf '%s' {shlex.quote(config)} > {self.config} && "
-                   f"nbd-server -C {self.config} -p {self.pidfile}")
+        server.run(export_command(self.name, address, self.image, self.config, self.pidfile,
+                                  self.size_mb))
         index = self._common_free_index()
         self.device = f"/dev/nbd{index}"
         for host in self.hosts:
-            host.run(f"nbd-client {server.spec.link_address} {NBD_PORT} {self.device} "
-                     f"-N {self.name}")
+            host.run(attach_command(address, self.device, self.name))
             self._attached.append(host)
-            size = int(host.run(f"blockdev --getsize64 {self.device}").stdout)
+            size = int(host.run(f"blockdev --getsize64 {shlex.quote(self.device)}").stdout)
             if size != self.size_mb << 20:
                 raise InfrastructureError(f"{host.name}: {self.device} has {size} bytes, "
                                           f"the export {self.size_mb} MiB")
@@ -99,16 +95,51 @@ class SharedDisk:
         raised after every step was tried."""
         problems = []
         for host in self._attached:
-            result = host.run(f"nbd-client -d {self.device}", check=False)
+            result = host.run(f"nbd-client -d {shlex.quote(str(self.device))}", check=False)
             if not result.ok:
                 problems.append(f"{host.name}: nbd-client -d {self.device}: "
                                 f"{(result.stderr or result.stdout).strip()}")
         self._attached.clear()
-        result = self.server.run(
-            f"[ -e {self.pidfile} ] && kill $(cat {self.pidfile}); "
-            f"rm -f {self.pidfile} {self.config} {self.image}", check=False)
+        result = self.server.run(stop_command(self.pidfile, self.config, self.image),
+                                 check=False)
         if not result.ok:
             problems.append(f"{self.server.name}: stopping nbd-server: "
                             f"{(result.stderr or result.stdout).strip()}")
         if problems:
             raise InfrastructureError("shared disk not cleaned up: " + "; ".join(problems))
+
+
+def _config_word(value: str, what: str) -> str:
+    # nbd-server's config is line based: a blank or bracket in a value could make a
+    # line or section of its own.
+    if not value or any(c.isspace() or c in "[]" for c in value):
+        raise ConfigError(f"NBD {what} {value!r}: empty, or has blanks or brackets")
+    return value
+
+
+def export_config(name: str, listen_address: str, image: str) -> str:
+    """nbd-server's config: the one export, listening on `listen_address` only."""
+    return (f"[generic]\nuser = root\ngroup = root\n"
+            f"listenaddr = {_config_word(listen_address, 'listen address')}\n"
+            f"port = {NBD_PORT}\n"
+            f"[{_config_word(name, 'export name')}]\nexportname = {_config_word(image, 'image')}\n")
+
+
+def export_command(name: str, listen_address: str, image: str, config: str, pidfile: str,
+                   size_mb: int) -> str:
+    """Make the image, write the config and start nbd-server on the server."""
+    return (f"mkdir -p {IMAGES_DIR} && truncate -s {int(size_mb)}M {shlex.quote(image)} && "
+            f"printf '%s' {shlex.quote(export_config(name, listen_address, image))} "
+            f"> {shlex.quote(config)} && "
+            f"nbd-server -C {shlex.quote(config)} -p {shlex.quote(pidfile)}")
+
+
+def attach_command(address: str, device: str, name: str) -> str:
+    return (f"nbd-client {shlex.quote(address)} {NBD_PORT} {shlex.quote(device)} "
+            f"-N {shlex.quote(name)}")
+
+
+def stop_command(pidfile: str, config: str, image: str) -> str:
+    pid = shlex.quote(pidfile)
+    return (f"[ -e {pid} ] && kill $(cat {pid}); "
+            f"rm -f {pid} {shlex.quote(config)} {shlex.quote(image)}")

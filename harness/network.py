@@ -40,12 +40,13 @@ PING_COUNTS = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?receive
 # busybox: "round-trip min/avg/max = 0.3/0.5/1.1 ms"; iputils: "rtt min/avg/max/mdev = ..."
 PING_RTT = re.compile(r"(?:round-trip|rtt) min/avg/max(?:/mdev)? = ([\d.]+)/([\d.]+)/([\d.]+)")
 
-# Receives `size` bytes on `port`, then prints what it saw as JSON: a TCP sink
-# measured at the receiving end, so sender-side buffering does not flatter the figure.
+# Receives `size` bytes on `address`:`port` (that address only, not every interface of
+# dom0), then prints what it saw as JSON: a TCP sink measured at the receiving end, so
+# sender-side buffering does not flatter the figure.
 SINK = r"""
 import json, os, socket, sys, time
-port, size, output = int(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
-server = socket.create_server(("", port))
+port, size, output, address = int(sys.argv[1]), int(sys.argv[2]), sys.argv[4], sys.argv[5]
+server = socket.create_server((address, port))
 server.settimeout(float(sys.argv[3]))
 connection, peer = server.accept()
 got, first, last = 0, None, None
@@ -107,20 +108,25 @@ class Throughput:
                 f"{self.mbit_per_s:.1f} Mbit/s (from {self.peer})")
 
 
-class TcpSink:
-    """A one-shot TCP receiver on a host (python3 in dom0), started in the background."""
+def sink_command(address: str, port: int, size: int, timeout: float, output: str) -> str:
+    """Start SINK in the background, listening on `address` only, writing to `output`."""
+    directory, out = shlex.quote(output.rsplit("/", 1)[0] or "/"), shlex.quote(output)
+    # nohup: the sink must outlive this SSH session; it writes its result itself
+    return (f"mkdir -p {directory} && rm -f {out} && "
+            f"nohup python3 -c {shlex.quote(SINK)} {int(port)} {int(size)} {timeout:.0f} "
+            f"{out} {shlex.quote(address)} > {shlex.quote(output + '.log')} 2>&1 &")
 
-    def __init__(self, host: Host, port: int, size: int) -> None:
-        self.host, self.port, self.size = host, port, size
+
+class TcpSink:
+    """A one-shot TCP receiver on a host (python3 in dom0), started in the background,
+    listening on the address its peer connects to."""
+
+    def __init__(self, host: Host, address: str, port: int, size: int) -> None:
+        self.host, self.address, self.port, self.size = host, address, port, size
         self.output = f"{SINK_PATH}/sink-{port}.json"
 
     def start(self, timeout: float) -> None:
-        script = shlex.quote(SINK)
-        # nohup: the sink must outlive this SSH session; it writes its result itself
-        self.host.run(
-            f"mkdir -p {SINK_PATH} && rm -f {self.output} && "
-            f"nohup python3 -c {script} {self.port} {self.size} {timeout:.0f} {self.output} "
-            f"> {self.output}.log 2>&1 &")
+        self.host.run(sink_command(self.address, self.port, self.size, timeout, self.output))
         listening = f"ss -Hltn 'sport = :{self.port}' | grep -q LISTEN"
         self.host.wait_for(f"TCP sink on port {self.port}",
                            lambda: self.host.run(listening, check=False).ok, 30)
@@ -167,7 +173,7 @@ def measure_transfer(guest: Guest, host: Host, address: str, what: str,
                      figures: Figures) -> Throughput:
     """TRANSFER_BYTES over TCP from `guest` into `host`'s dom0 listening at `address`."""
     timeout = host.timeouts["tcp_transfer"]
-    sink = TcpSink(host, next(_sink_ports), TRANSFER_BYTES)
+    sink = TcpSink(host, address, next(_sink_ports), TRANSFER_BYTES)
     sink.start(timeout)
     guest.send_zeros(address, sink.port, TRANSFER_BYTES, timeout)
     result = sink.result(timeout)
@@ -199,33 +205,43 @@ def routes(host: Host, via: str, networks: list[str]) -> Iterator[None]:
     added = []
     try:
         for network in networks:
-            host.run(f"ip route replace {network} via {via}")
+            host.run(route_command("replace", network, via))
             added.append(network)
         yield
     finally:
         for network in added:
-            host.run(f"ip route del {network} via {via}", check=False)
+            host.run(route_command("del", network, via), check=False)
+
+
+def route_command(action: str, network: str, via: str) -> str:
+    return shlex.join(["ip", "route", action, network, "via", via])
+
+
+def nat_command(action: str, source: str, out: str) -> str:
+    """iptables -A (add) or -D (delete) of network-nat's rule for `source` via `out`."""
+    return shlex.join(["iptables", "-t", "nat", action, "POSTROUTING", "-s", source,
+                       "-o", out, "-j", "MASQUERADE"])
 
 
 @contextmanager
 def masquerade(host: Host, source: str, out: str) -> Iterator[None]:
     """NAT for `source` leaving through `out` (network-nat's rule) for the block."""
-    rule = f"POSTROUTING -s {source} -o {out} -j MASQUERADE"
-    host.run(f"iptables -t nat -A {rule}")
+    host.run(nat_command("-A", source, out))
     try:
         yield
     finally:
-        host.run(f"iptables -t nat -D {rule}", check=False)
+        host.run(nat_command("-D", source, out), check=False)
 
 
 def bridge_of(host: Host, interface: str) -> str | None:
     """The bridge `interface` is a port of in dom0, or None."""
-    result = host.run(f"readlink /sys/class/net/{interface}/master", check=False)
+    result = host.run(f"readlink {shlex.quote(f'/sys/class/net/{interface}/master')}",
+                      check=False)
     return result.stdout.strip().rsplit("/", 1)[-1] if result.ok else None
 
 
 def interface_exists(host: Host, interface: str) -> bool:
-    return host.run(f"test -e /sys/class/net/{interface}", check=False).ok
+    return host.run(f"test -e {shlex.quote(f'/sys/class/net/{interface}')}", check=False).ok
 
 
 def wait_gone(host: Host, interface: str, timeout: float) -> bool:

@@ -247,7 +247,8 @@ class RemoteHost:
 
     def _redact(self, text: str) -> str:
         for secret in self.secrets:
-            text = text.replace(secret, "********")
+            if secret:  # "" would be "found" between every two characters
+                text = text.replace(secret, "********")
         return text
 
     def _open_channel(self, command: str, timeout: float) -> paramiko.Channel:
@@ -255,7 +256,7 @@ class RemoteHost:
         under it) fails here, before the command ran: reconnect once and open again."""
         for attempt in (1, 2):
             try:
-                with self._deadline(timeout, f"starting `{command}`"):
+                with self._deadline(timeout, f"starting `{self._redact(command)}`"):
                     transport = self.client(timeout).get_transport()
                     if transport is None:
                         raise SSHUnavailable(f"{self.name}: no SSH transport")
@@ -266,7 +267,8 @@ class RemoteHost:
                 raise
             except SSHUnavailable as error:
                 if attempt == 2:
-                    raise SSHUnavailable(f"{self.name}: SSH session failed for `{command}`: "
+                    raise SSHUnavailable(f"{self.name}: SSH session failed for "
+                                         f"`{self._redact(command)}`: "
                                          f"{error}") from None
         raise AssertionError("unreachable")
 
@@ -305,7 +307,8 @@ class RemoteHost:
         except (OSError, paramiko.SSHException, EOFError) as error:
             self.close()
             self._check_health()
-            raise SSHUnavailable(f"{self.name}: SSH connection lost during `{command}`: "
+            raise SSHUnavailable(f"{self.name}: SSH connection lost during "
+                                 f"`{self._redact(command)}`: "
                                  f"{_describe(error)}") from None
         finally:
             channel.close()

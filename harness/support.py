@@ -70,6 +70,13 @@ XEN_DIRECTORIES: dict[str, str] = {  # copied whole: Xen logs and guest configs
 # The Xen section's only file on a host that is no Xen dom0 (supportconfig's xen plugin
 # exits 111, "skipped", there).
 SKIPPED = "SKIPPED"
+# What a host may send: a support bundle is kilobytes to a few hundred MiB; more is a
+# broken collector or a hostile host filling the disk.
+MAX_ARCHIVE_BYTES = 512 * 2**20  # one archive as fetched (compressed)
+MAX_MEMBERS = 100_000  # members of one archive
+MAX_MEMBER_BYTES = 512 * 2**20  # one member, unpacked
+MAX_UNPACKED_BYTES = 2 * 2**30  # all members of one archive, unpacked
+BUNDLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class SupportBundleBroken(InfrastructureError):
@@ -93,8 +100,12 @@ ARCHIVE_SUFFIX = r"\.(tar\.(xz|gz|bz2)|txz|tbz2?|tgz|tar)$"
 
 
 def archive_stem(name: str) -> str:
-    """`sosreport-x.tar.xz` -> `sosreport-x`: the directory it is unpacked into."""
-    return re.sub(ARCHIVE_SUFFIX, "", name)
+    """`sosreport-x.tar.xz` -> `sosreport-x`: the directory it is unpacked into. A name
+    the host chose must not make that directory `..` or one outside the bundle."""
+    stem = re.sub(ARCHIVE_SUFFIX, "", name)
+    if not BUNDLE_NAME.fullmatch(stem):
+        raise SupportBundleBroken(f"archive {name!r}: not a plain file name")
+    return stem
 
 
 def archives_in(directory: str, names: list[str]) -> list[RemoteArchive]:
@@ -103,6 +114,7 @@ def archives_in(directory: str, names: list[str]) -> list[RemoteArchive]:
     archives = []
     for name in sorted(names):
         if re.search(ARCHIVE_SUFFIX, name):
+            archive_stem(name)  # refused before it is fetched
             algorithm = next((hash_name for hash_name in CHECKSUMS
                               if f"{name}.{hash_name}" in names), None)
             archives.append(RemoteArchive(
@@ -129,13 +141,41 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
+class _Limits:
+    """Counts an archive's members as they come; raises once one passes a limit."""
+
+    def __init__(self, archive: Path) -> None:
+        self.archive, self.members, self.unpacked = archive, 0, 0
+
+    def count(self, member: tarfile.TarInfo) -> None:
+        self.members += 1
+        self.unpacked += member.size
+        if self.members > MAX_MEMBERS:
+            raise SupportBundleBroken(f"{self.archive}: more than {MAX_MEMBERS} members")
+        if member.size > MAX_MEMBER_BYTES:
+            raise SupportBundleBroken(f"{self.archive}: member {member.name!r} has "
+                                      f"{member.size} bytes, more than {MAX_MEMBER_BYTES}")
+        if self.unpacked > MAX_UNPACKED_BYTES:
+            raise SupportBundleBroken(f"{self.archive}: more than {MAX_UNPACKED_BYTES} "
+                                      "bytes unpacked")
+
+
+def check_archive_size(archive: str | Path, size: int) -> None:
+    if size > MAX_ARCHIVE_BYTES:
+        raise SupportBundleBroken(f"{archive}: {size} bytes, more than a support archive "
+                                  f"may have ({MAX_ARCHIVE_BYTES})")
+
+
 def read_to_end(archive: Path) -> int:
     """Read every member of the archive through to its end; return how many there are.
-    A truncated or corrupt archive raises SupportBundleBroken."""
+    A truncated or corrupt archive, or one past the limits, raises SupportBundleBroken."""
     count = 0
+    check_archive_size(archive, archive.stat().st_size)
+    limits = _Limits(archive)
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
+                limits.count(member)  # before reading: the header may claim terabytes
                 count += 1
                 if member.isfile():
                     stream = tar.extractfile(member)
@@ -168,11 +208,20 @@ def verify_archive(archive: Path, checksum_file: Path, algorithm: str) -> int:
 
 
 def unpack(archive: Path, destination: Path) -> list[str]:
-    """Unpack under `destination`; members that would land outside it, or device
-    nodes, are left out (returned), the rest kept as in the archive."""
+    """Unpack under `destination`; members with absolute names, that would land outside
+    it, or device nodes, are left out (returned), the rest kept as in the archive. An
+    archive past the limits raises SupportBundleBroken."""
     left_out: list[str] = []
+    limits = _Limits(archive)
+    check_archive_size(archive, archive.stat().st_size)
 
     def only_safe(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        limits.count(member)
+        # data_filter strips a leading slash and keeps the member, and lets `..` through
+        # where it ends in the destination itself (`../<destination's name>`).
+        if member.name.startswith("/") or ".." in member.name.split("/"):
+            left_out.append(f"{member.name} (absolute or with ..)")
+            return None
         try:
             return tarfile.data_filter(member, path)
         except tarfile.FilterError as error:
@@ -238,15 +287,26 @@ def index_sos(unpacked: Path, index: SupportIndex, base: Path) -> None:
             index.add(f"sos/{plugin_dir.name}", item)
     manifest = unpacked / "sos_reports" / "manifest.json"
     if manifest.is_file():
-        plugins = json.loads(manifest.read_text()).get("components", {}).get(
+        inside = unpacked.resolve()
+        for plugin, copied in _copied_files(manifest):
+            path = unpacked / copied.lstrip("/")
+            # The manifest is the host's word: a path in it may point anywhere.
+            if (path.resolve().is_relative_to(inside) and path.is_file()
+                    and not path.is_symlink()):
+                index.add(f"sos/{plugin}", IndexedFile(
+                    str(path.relative_to(base)), path.lstat().st_size))
+
+
+def _copied_files(manifest: Path) -> list[tuple[str, str]]:
+    """(plugin, path) of each file sos says it copied, from its manifest.json."""
+    try:
+        plugins = json.loads(manifest.read_text(errors="replace")).get("components", {}).get(
             "report", {}).get("plugins", {})
-        for plugin, data in plugins.items():
-            for spec in data.get("files", []):
-                for copied in spec.get("files_copied", []):
-                    path = unpacked / copied.lstrip("/")
-                    if path.is_file() and not path.is_symlink():
-                        index.add(f"sos/{plugin}", IndexedFile(
-                            str(path.relative_to(base)), path.lstat().st_size))
+        return [(str(plugin), str(copied)) for plugin, data in plugins.items()
+                for spec in data.get("files", []) for copied in spec.get("files_copied", [])]
+    except (ValueError, TypeError, AttributeError) as error:
+        raise SupportBundleBroken(f"{manifest}: not a sos manifest ({type(error).__name__}: "
+                                  f"{error})") from None
 
 
 def index_supportconfig(unpacked: Path, index: SupportIndex, base: Path) -> None:
@@ -330,7 +390,7 @@ def xen_section_script(name: str, directory: str) -> str:
         lines.append(f"  cp -a {source} \"$out/{target}\" 2>>\"$out/copy-errors.txt\";")
     lines.append("fi")
     archive = shlex.quote(f"{directory}/{section}.tar.gz")
-    lines.append(f"tar -C {shlex.quote(directory)} -czf {archive} {section} && "
+    lines.append(f"tar -C {shlex.quote(directory)} -czf {archive} {shlex.quote(section)} && "
                  f"sha256sum {archive} | cut -d' ' -f1 > {archive}.sha256")
     return "\n".join(lines)
 
@@ -368,8 +428,16 @@ class SupportBundle:
 
 
 def bundle_name(host: str) -> str:
-    # sos keeps only [-a-zA-Z.0-9] of a label.
-    return f"{host}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    # sos keeps only [-a-zA-Z.0-9] of a label; the name is also a local directory.
+    return f"{re.sub(r'[^A-Za-z0-9.-]', '-', host)}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+def check_bundle_name(name: str) -> str:
+    """The name is a directory here and on the host: one plain component."""
+    if not BUNDLE_NAME.fullmatch(name):
+        raise ConfigError(f"support bundle name {name!r}: not a plain file name "
+                          "(letters, digits, ., _ and -, not starting with . or -)")
+    return name
 
 
 def collect(remote: RemoteHost, family: str, destination: Path, *, timeout: float,
@@ -377,7 +445,7 @@ def collect(remote: RemoteHost, family: str, destination: Path, *, timeout: floa
     """Run the family's collector on the host (within `timeout` seconds in all), fetch
     its archives into `destination`/<name>/, check, unpack and index them."""
     collector = collector_for(family)
-    name = name or bundle_name(remote.name)
+    name = check_bundle_name(name or bundle_name(remote.name))
     directory = f"{REMOTE_ROOT}/{name}"
     bundle_dir = destination / name
     started = time.monotonic()
@@ -409,6 +477,7 @@ def collect(remote: RemoteHost, family: str, destination: Path, *, timeout: floa
     for archive in archives:
         local = bundle_dir / archive.name
         checksum = bundle_dir / f"{archive.name}.{archive.algorithm}"
+        check_archive_size(archive.path, remote.stat_size(archive.path) or 0)
         remote.get(archive.path, local)
         if archive.checksum_path is not None:  # else verify_archive says it is missing
             remote.get(archive.checksum_path, checksum)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 
 from ..distro import distro
 from ..errors import InfrastructureError
@@ -24,7 +25,7 @@ def device_models(host: Host) -> dict[str, bool]:
     found = host.run("grep -aoh '/[[:alnum:]/_.-]*qemu-system-i386' "
                      "/usr/lib*/libxenlight.so.* /usr/lib*/*/libxenlight.so.* "
                      "2>/dev/null | sort -u", check=False).stdout.split()
-    return {path: host.run(f"test -x {path}", check=False).ok for path in found}
+    return {path: host.run(f"test -x {shlex.quote(path)}", check=False).ok for path in found}
 
 
 def upload_guest_files(host: Host, image: GuestImage) -> None:
@@ -36,7 +37,7 @@ def upload_guest_files(host: Host, image: GuestImage) -> None:
         if remote_size(host, remote) == local.stat().st_size:
             continue
         host.remote.put(local, remote + ".part")
-        host.run(f"mv {remote}.part {remote}")
+        host.run(f"mv {shlex.quote(remote + '.part')} {shlex.quote(remote)}")
 
 
 

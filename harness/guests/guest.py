@@ -183,12 +183,12 @@ class Guest:
 
     def hotplug_log(self, lines: int = 40) -> str:
         """The end of what libxl and the hotplug scripts logged about this guest."""
-        result = self.host.run(log_tails(f"/var/log/xen/xl-{self.name}.log "
+        result = self.host.run(log_tails(f"{shlex.quote(f'/var/log/xen/xl-{self.name}.log')} "
                                          "/var/log/xen/xen-hotplug.log", lines), check=False)
         return result.stdout.strip()
 
     def domid(self) -> int:
-        return int(self.host.run(f"xl domid {self.name}").stdout.strip())
+        return int(self.host.run(f"xl domid {shlex.quote(self.name)}").stdout.strip())
 
     def vif(self, devid: int = 0) -> str:
         """The name of the guest's vif `devid` in dom0 (vif<domid>.<devid>)."""
@@ -197,14 +197,14 @@ class Guest:
     def ping(self, target: str, count: int, interval: float = 1.0) -> PingStats:
         """The guest pings `target` (busybox ping); its summary, whatever the loss."""
         deadline = int(count * interval + 10)
-        result = self.run(f"ping -q -c {count} -i {interval} -w {deadline} {target}",
+        result = self.run(f"ping -q -c {count} -i {interval} -w {deadline} {shlex.quote(target)}",
                           check=False, timeout=deadline + self.host.timeouts["command"])
         return parse_ping(result.stdout + result.stderr)
 
     def send_zeros(self, target: str, port: int, size: int, timeout: float) -> None:
         """Send `size` bytes over TCP to `target`:`port` (a TcpSink)."""
         self.run(f"dd if=/dev/zero bs=65536 count={size // 65536} 2>/dev/null "
-                 f"| nc {target} {port}", timeout=timeout)
+                 f"| nc {shlex.quote(target)} {int(port)}", timeout=timeout)
 
     def interfaces(self) -> dict[str, str]:
         """The guest's network interfaces: name -> MAC."""
@@ -215,23 +215,24 @@ class Guest:
     @evidence.action("hot-plug a vif into {self.name}")
     def network_attach(self, mac: str, bridge: str = BRIDGE) -> None:
         """`xl network-attach`: a new vif on `bridge`, hot-plugged."""
-        self._xl(f"xl network-attach {self.name} mac={mac},bridge={bridge}", "xl_create",
+        self._xl(f"xl network-attach {shlex.quote(self.name)} "
+                 f"{shlex.quote(f'mac={mac},bridge={bridge}')}", "xl_create",
                  "got no new vif")
 
     @evidence.action("unplug a vif of {self.name}")
     def network_detach(self, mac: str) -> None:
         """`xl network-detach` of the vif with `mac`."""
-        self._xl(f"xl network-detach {self.name} {mac}", "xl_destroy",
+        self._xl(f"xl network-detach {shlex.quote(self.name)} {shlex.quote(mac)}", "xl_destroy",
                  "did not let its vif go")
 
     def network_devices(self) -> list[str]:
         """`xl network-list`: the MACs of the guest's vifs, as the toolstack sees them."""
-        output = self.host.run(f"xl network-list {self.name}").stdout
+        output = self.host.run(f"xl network-list {shlex.quote(self.name)}").stdout
         return re.findall(r"\b(?:[0-9a-f]{2}:){5}[0-9a-f]{2}\b", output)
 
     def answers_ping(self, count: int = 3) -> bool:
         """dom0 pings the guest; every reply must come."""
-        return self.host.run(f"ping -c {count} -W 2 {self.ip}", check=False).ok
+        return self.host.run(f"ping -c {count} -W 2 {shlex.quote(str(self.ip))}", check=False).ok
 
     def counter(self) -> int:
         """Seconds the guest has counted since it booted (/run/counter)."""
@@ -259,14 +260,14 @@ class Guest:
     def destroy(self) -> None:
         """`xl destroy`: end the domain at once."""
         self.shell.close()
-        self._xl(f"xl destroy {self.name}", "xl_destroy", "was not destroyed")
+        self._xl(f"xl destroy {shlex.quote(self.name)}", "xl_destroy", "was not destroyed")
 
     def _xl(self, command: str, timeout: str, failure: str) -> CommandResult:
         return run_xl(self.host, command, timeout, f"guest {self.name} {failure}",
                       error=GuestFailed)
 
     def _xl_list_line(self) -> str:
-        result = self.host.run(f"xl list {self.name}", check=False)
+        result = self.host.run(f"xl list {shlex.quote(self.name)}", check=False)
         return result.stdout.strip().splitlines()[-1] if result.ok else "not listed"
 
 
