@@ -222,8 +222,8 @@ class _Checker:
 
 def _is_address(value: str) -> bool:
     try:
-        ipaddress.ip_address(value)
-        return True
+        # Python takes any text as an IPv6 scope (fe80::1%eth0; reboot): no scopes here.
+        return "%" not in str(ipaddress.ip_address(value))
     except ValueError:
         pass
     labels = value.removesuffix(".").split(".")

@@ -124,6 +124,8 @@ ROWS: list[tuple[str, Mutation | str, bool, str]] = [
      False, "host vlab2: Com1Port.host: 'consoles lab' is not an IP address or a DNS name"),
     ("SSH address like an option", set_in(VLAB1_SSH, "address", "-oProxyCommand=sh"),
      False, "host vlab1: NetworkService.address: '-oProxyCommand=sh' is not"),
+    ("IPv6 scope with a command", set_in(VLAB1_SSH, "address", "fe80::1%eth0;reboot"),
+     False, "host vlab1: NetworkService.address: 'fe80::1%eth0;reboot' is not"),
     ("DNS label too long", set_in(VLAB1_SSH, "address", "a" * 64 + ".example"),
      False, "host vlab1: NetworkService.address: 'aaaa"),
     ("link address", set_in(VLAB2, "link_address", "198.51.100.12 && reboot"),
