@@ -11,6 +11,8 @@ Every problem is reported as one ConfigError naming the file, the host and the f
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,44 @@ HOST_OPTIONS = {
     "npiv": Mapping,
 }
 NPIV_FIELDS = ("fabric_name", "target_wwpn", "luns", "vport_pool")
+# labgrid would act on its other top-level keys (`imports` runs Python files, `tools`
+# and `options` change what it runs): a lab file has these two only.
+TOP_LEVEL_KEYS = ("targets", "xenhil")
+
+# labgrid target names; they also end up in file names, shell commands and reports.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# Xen's dom0_mem: a comma list of <sz>, min:<sz>, max:<sz>, where <sz> is a size (negative:
+# host memory minus it) or [<size>+]<percent>%; it goes on Xen's command line as written.
+_XEN_SIZE = r"-?[0-9]+[BKMGTbkmgt]?"
+_DOM0_MEM_ITEM = rf"(?:(?:min|max):)?(?:{_XEN_SIZE}|(?:{_XEN_SIZE}\+)?[0-9]{{1,2}}%)"
+_DOM0_MEM = re.compile(rf"{_DOM0_MEM_ITEM}(?:,{_DOM0_MEM_ITEM})*")
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: object, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader refusing a key written twice in one mapping: YAML keeps the last one
+    silently, so a second `port:` of a host would win unseen."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` followed by overrides is how merges are meant
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first_lines:
+                    raise _DuplicateKey(key, line, first_lines[key])
+                first_lines[key] = line
+            except TypeError:
+                break  # an unhashable key: SafeLoader reports it
+        return super().construct_mapping(node, deep=deep)
 
 
 @dataclass(frozen=True)
@@ -157,6 +197,17 @@ class _Checker:
             raise self.fail(f"{where}.{key}", f"{value} is not a TCP/UDP port")
         return int(value)
 
+    def address(self, data: Mapping[str, Any], key: str, where: str) -> str:
+        value = self.get(data, key, str, where)
+        if not _is_address(value):
+            raise self.fail(f"{where}.{key}", f"{value!r} is not an IP address or a DNS name")
+        return str(value)
+
+    def positive(self, value: float, where: str) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise self.fail(where, f"must be a finite number greater than 0, got {value!r}")
+        return float(value)
+
     def file(self, value: str, where: str, must_exist: bool) -> Path:
         try:
             path = Path(expand(value))
@@ -167,6 +218,18 @@ class _Checker:
         if must_exist and not path.exists():
             raise self.fail(where, f"{path} does not exist")
         return path
+
+
+def _is_address(value: str) -> bool:
+    try:
+        # Python takes any text as an IPv6 scope (fe80::1%eth0; reboot): no scopes here.
+        return "%" not in str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    # An all-digit last label is no DNS name (RFC 3696): 198.51.100.999 is a bad IPv4 address.
+    return (len(value) <= 253 and not labels[-1].isdigit()
+            and all(_DNS_LABEL.fullmatch(label) for label in labels))
 
 
 def _kind_name(kind: Any) -> str:
@@ -183,13 +246,25 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
     if not path.is_file():
         raise ConfigError(f"{path}: lab file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as duplicate:
+        raise check.fail(f"line {duplicate.line}", f"duplicate key {duplicate.key!r} (first "
+                         f"on line {duplicate.first_line}); YAML would keep only the "
+                         "last") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     data = check.mapping(data, "top level")
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            raise check.fail(str(key), f"unknown top-level key (allowed: "
+                             f"{', '.join(TOP_LEVEL_KEYS)})")
     targets = check.mapping(check.get(data, "targets", Mapping, "top level"), "targets")
     if not targets:
         raise check.fail("targets", "no hosts defined")
+    for name in targets:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise check.fail(f"targets.{name}", "a host name is letters, digits and ._- "
+                             "only, not starting with . or -")
     options = check.mapping(data.get("xenhil") or {}, "xenhil")
     defaults = check.mapping(options.get("defaults") or {}, "xenhil.defaults")
     per_host = check.mapping(options.get("hosts") or {}, "xenhil.hosts")
@@ -220,6 +295,7 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
             check.get(host_options, key, HOST_OPTIONS[key], where)
         hosts[name] = _host(check, name, resources, host_options, check_files)
     _check_vport_pools_disjoint(check, hosts)
+    _check_endpoints_distinct(check, hosts)
 
     reports = check.get(options, "reports", str, "xenhil", "reports")
     reports_dir = check.file(reports, "xenhil.reports", must_exist=False)
@@ -228,7 +304,8 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         if key not in TIMEOUTS:
             raise check.fail(f"xenhil.timeouts.{key}",
                              f"no such timeout (known: {', '.join(sorted(TIMEOUTS))})")
-        check.get(timeouts, key, (int, float), "xenhil.timeouts")
+        check.positive(check.get(timeouts, key, (int, float), "xenhil.timeouts"),
+                       f"xenhil.timeouts.{key}")
     single = check.get(options, "single_host_scenarios_on", list, "xenhil", [])
     for name in single:
         if name not in hosts:
@@ -239,7 +316,9 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         name=check.get(options, "name", str, "xenhil", path.stem),
         hosts=hosts,
         reports_dir=reports_dir,
-        timeout_factor=float(check.get(options, "timeout_factor", (int, float), "xenhil", 1.0)),
+        timeout_factor=check.positive(
+            check.get(options, "timeout_factor", (int, float), "xenhil", 1.0),
+            "xenhil.timeout_factor"),
         timeout_overrides={key: float(value) for key, value in timeouts.items()},
         options=dict(options),
         single_host_scenarios_on=tuple(single),
@@ -269,7 +348,7 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
         raise check.fail(ipmi_where, "needs exactly one of password_file or password_env")
     bmc = BMC(
         host=name,
-        address=check.get(ipmi, "address", str, ipmi_where),
+        address=check.address(ipmi, "address", ipmi_where),
         port=check.port(ipmi, "port", ipmi_where, 623),
         username=check.get(ipmi, "username", str, ipmi_where),
         password_file=(check.file(check.get(ipmi, "password_file", str, ipmi_where),
@@ -288,18 +367,25 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
     family = options.get("family", "debian")
     if family not in FAMILIES:
         raise check.fail(f"{where}: family", f"{family!r} is not one of {', '.join(FAMILIES)}")
-    factor = float(options.get("timeout_factor", 1.0))
-    if factor <= 0:
-        raise check.fail(f"{where}: timeout_factor", "must be greater than 0")
+    factor = check.positive(options.get("timeout_factor", 1.0), f"{where}: timeout_factor")
+    dom0_mem = options.get("dom0_mem", "1024M,max:1024M")
+    if not _DOM0_MEM.fullmatch(dom0_mem):
+        raise check.fail(f"{where}: dom0_mem", f"{dom0_mem!r} is not Xen's dom0_mem syntax "
+                         "(a comma list of <size>, min:<size>, max:<size>, e.g. "
+                         "1024M,max:1024M)")
+    link_address = options.get("link_address")
+    if link_address is not None and not _is_address(link_address):
+        raise check.fail(f"{where}: link_address",
+                         f"{link_address!r} is not an IP address or a DNS name")
     key_file = options.get("ssh_key_file")
     host_key_file = options.get("ssh_host_key_file")
     return HostSpec(
         name=name,
         bmc=bmc,
-        com1=Endpoint(check.get(com1, "host", str, f"{where}: Com1Port"),
+        com1=Endpoint(check.address(com1, "host", f"{where}: Com1Port"),
                       check.port(com1, "port", f"{where}: Com1Port")),
         ssh=SSHEndpoint(
-            address=check.get(service, "address", str, ssh_where),
+            address=check.address(service, "address", ssh_where),
             port=check.port(service, "port", ssh_where, 22),
             username=check.get(service, "username", str, ssh_where),
             key_file=(check.file(key_file, f"{where}: ssh_key_file", check_files)
@@ -309,9 +395,9 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
         ),
         family=family,
         timeout_factor=factor,
-        dom0_mem=str(options.get("dom0_mem", "1024M,max:1024M")),
+        dom0_mem=dom0_mem,
         xen_cmdline_extra=str(options.get("xen_cmdline_extra", "")),
-        link_address=options.get("link_address"),
+        link_address=link_address,
         routed_guest_network=_network(check, options, "routed_guest_network", where),
         nat_guest_network=_network(check, options, "nat_guest_network", where),
         npiv=_npiv(check, f"{where}: npiv", options["npiv"]) if "npiv" in options else None,
@@ -384,3 +470,28 @@ def _check_vport_pools_disjoint(check: _Checker, hosts: dict[str, HostSpec]) -> 
                                  f"WWPN {vport.wwpn} is in the pool of host {owner[vport.wwpn]} "
                                  "too; every host needs WWPNs of its own")
             owner[vport.wwpn] = name
+
+
+def _check_endpoints_distinct(check: _Checker, hosts: dict[str, HostSpec]) -> None:
+    """Two hosts on one BMC, console or SSH endpoint are one machine under two names:
+    power cycling one would power off the other."""
+    kinds = (("IPMIPowerPort", "BMC", lambda host: (host.bmc.address, host.bmc.port)),
+             ("Com1Port", "console", lambda host: (host.com1.address, host.com1.port)),
+             ("NetworkService", "SSH", lambda host: (host.ssh.address, host.ssh.port)))
+    for resource, what, endpoint in kinds:
+        owner: dict[tuple[str, int], str] = {}
+        for name, host in hosts.items():
+            address, port = endpoint(host)
+            key = (_canonical(address), port)
+            if key in owner:
+                raise check.fail(f"host {name}: {resource}",
+                                 f"{address}:{port} is the {what} of host {owner[key]} too; "
+                                 "every host needs its own")
+            owner[key] = name
+
+
+def _canonical(address: str) -> str:
+    try:
+        return ipaddress.ip_address(address).compressed
+    except ValueError:
+        return address.lower().removesuffix(".")

@@ -1,0 +1,261 @@
+"""Bad lab files: each mistake is one ConfigError naming file, host and field, raised
+quickly and before any process starts (nothing touches a host, no virtual lab)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.errors import ConfigError
+from harness.lab import DEFAULT_LAB, load_lab
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+Getter = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def at(*keys: str) -> Getter:
+    def get(data: dict[str, Any]) -> dict[str, Any]:
+        for key in keys:
+            data = data[key]
+        return data
+    return get
+
+
+def rename_target(new: object) -> Mutation:
+    def mutate(data: dict[str, Any]) -> None:
+        data["targets"] = {new if name == "vlab1" else name: target
+                           for name, target in data["targets"].items()}
+    return mutate
+
+
+def set_in(getter: Getter, key: str, value: object) -> Mutation:
+    def mutate(data: dict[str, Any]) -> None:
+        getter(data)[key] = value
+    return mutate
+
+
+def delete_in(getter: Getter, key: str) -> Mutation:
+    def mutate(data: dict[str, Any]) -> None:
+        del getter(data)[key]
+    return mutate
+
+
+def bmc_passwords_from_env(data: dict[str, Any]) -> None:
+    for host in ("vlab1", "vlab2"):
+        ipmi = at("targets", host, "resources", "IPMIPowerPort")(data)
+        del ipmi["password_file"]
+        ipmi["password_env"] = "XENHIL_BMC_PASSWORD"
+
+
+def same_endpoint(resource: str, address_key: str) -> Mutation:
+    def mutate(data: dict[str, Any]) -> None:
+        first, second = (at("targets", host, "resources", resource)(data)
+                         for host in ("vlab1", "vlab2"))
+        second[address_key] = first[address_key]
+    return mutate
+
+
+TOP = at()
+XENHIL = at("xenhil")
+VLAB1 = at("xenhil", "hosts", "vlab1")
+VLAB2 = at("xenhil", "hosts", "vlab2")
+VLAB1_IPMI = at("targets", "vlab1", "resources", "IPMIPowerPort")
+VLAB2_COM1 = at("targets", "vlab2", "resources", "Com1Port")
+VLAB1_SSH = at("targets", "vlab1", "resources", "NetworkService")
+
+VALID_HEAD = "targets:\n  vlab1:\n    resources:\n      IPMIPowerPort:\n"
+
+# (id, mutation of labs/vlab.yaml's data or raw YAML text, check_files, error fragment)
+ROWS: list[tuple[str, Mutation | str, bool, str]] = [
+    # Handled before this table existed.
+    ("missing resource", delete_in(at("targets", "vlab2", "resources"), "Com1Port"),
+     False, "host vlab2: resources.Com1Port: missing"),
+    ("missing driver", delete_in(at("targets", "vlab2", "drivers"), "XenBootStrategy"),
+     False, "targets.vlab2.drivers: missing XenBootStrategy"),
+    ("inline password", set_in(VLAB1_IPMI, "password", "calvin"),
+     False, "host vlab1: IPMIPowerPort.password: passwords are never written"),
+    ("two password sources", set_in(VLAB1_IPMI, "password_env", "X"),
+     False, "host vlab1: IPMIPowerPort: needs exactly one of password_file or password_env"),
+    ("port not a number", set_in(VLAB1_SSH, "port", "ssh"),
+     False, "host vlab1: NetworkService.port: expected int, got 'ssh'"),
+    ("port too high", set_in(VLAB2_COM1, "port", 70000),
+     False, "host vlab2: Com1Port.port: 70000 is not a TCP/UDP port"),
+    ("port zero", set_in(VLAB1_IPMI, "port", 0),
+     False, "host vlab1: IPMIPowerPort.port: 0 is not a TCP/UDP port"),
+    ("port a boolean", set_in(VLAB1_SSH, "port", True),
+     False, "host vlab1: NetworkService.port: expected int, got True"),
+    ("port a float", set_in(VLAB1_SSH, "port", 22.5),
+     False, "host vlab1: NetworkService.port: expected int, got 22.5"),
+    ("unset variable", set_in(VLAB1, "ssh_key_file", "${XENHIL_TEST_UNSET_VARIABLE}/id"),
+     False, "host vlab1: ssh_key_file: refers to ${XENHIL_TEST_UNSET_VARIABLE}, which is not set"),
+    ("unknown option", set_in(VLAB1, "dom0_memory", "2G"),
+     False, "host vlab1: dom0_memory: unknown option (known:"),
+    ("unknown timeout", set_in(XENHIL, "timeouts", {"login": 100}),
+     False, "xenhil.timeouts.login: no such timeout"),
+    ("missing password file", lambda d: None,
+     True, "host vlab1: IPMIPowerPort.password_file: "),
+    ("missing key file", bmc_passwords_from_env,
+     True, "host vlab1: ssh_key_file: "),
+    # Host names.
+    ("name with a shell command", rename_target("vlab1;touch /tmp/pwned"),
+     False, "targets.vlab1;touch /tmp/pwned: a host name is letters, digits and ._- only"),
+    ("name climbing directories", rename_target("../.."),
+     False, "targets.../..: a host name is letters, digits and ._- only"),
+    ("name like an option", rename_target("-oProxyCommand"),
+     False, "targets.-oProxyCommand: a host name is"),
+    ("name a number", rename_target(1),
+     False, "targets.1: a host name is"),
+    # Addresses.
+    ("BMC address not an IP", set_in(VLAB1_IPMI, "address", "198.51.100.999"),
+     False, "host vlab1: IPMIPowerPort.address: '198.51.100.999' is not an IP address or a DNS"),
+    ("BMC address with a command", set_in(VLAB1_IPMI, "address", "bmc;reboot"),
+     False, "host vlab1: IPMIPowerPort.address: 'bmc;reboot' is not"),
+    ("console host with a space", set_in(VLAB2_COM1, "host", "consoles lab"),
+     False, "host vlab2: Com1Port.host: 'consoles lab' is not an IP address or a DNS name"),
+    ("SSH address like an option", set_in(VLAB1_SSH, "address", "-oProxyCommand=sh"),
+     False, "host vlab1: NetworkService.address: '-oProxyCommand=sh' is not"),
+    ("IPv6 scope with a command", set_in(VLAB1_SSH, "address", "fe80::1%eth0;reboot"),
+     False, "host vlab1: NetworkService.address: 'fe80::1%eth0;reboot' is not"),
+    ("DNS label too long", set_in(VLAB1_SSH, "address", "a" * 64 + ".example"),
+     False, "host vlab1: NetworkService.address: 'aaaa"),
+    ("link address", set_in(VLAB2, "link_address", "198.51.100.12 && reboot"),
+     False, "host vlab2: link_address: '198.51.100.12 && reboot' is not an IP address"),
+    # Timeout factors and timeouts.
+    ("lab factor negative", set_in(XENHIL, "timeout_factor", -1),
+     False, "xenhil.timeout_factor: must be a finite number greater than 0, got -1"),
+    ("lab factor NaN", set_in(XENHIL, "timeout_factor", float("nan")),
+     False, "xenhil.timeout_factor: must be a finite number greater than 0, got nan"),
+    ("host factor zero", set_in(VLAB2, "timeout_factor", 0),
+     False, "host vlab2: timeout_factor: must be a finite number greater than 0, got 0"),
+    ("host factor infinite", set_in(VLAB1, "timeout_factor", float("inf")),
+     False, "host vlab1: timeout_factor: must be a finite number greater than 0, got inf"),
+    ("timeout negative", set_in(XENHIL, "timeouts", {"host_hang": -5}),
+     False, "xenhil.timeouts.host_hang: must be a finite number greater than 0, got -5"),
+    # dom0_mem.
+    ("dom0_mem a word", set_in(VLAB1, "dom0_mem", "lots"),
+     False, "host vlab1: dom0_mem: 'lots' is not Xen's dom0_mem syntax"),
+    ("dom0_mem smuggling options", set_in(VLAB2, "dom0_mem", "1024M noreboot"),
+     False, "host vlab2: dom0_mem: '1024M noreboot' is not Xen's dom0_mem syntax"),
+    ("dom0_mem unknown unit", set_in(VLAB1, "dom0_mem", "max:2X"),
+     False, "host vlab1: dom0_mem: 'max:2X' is not"),
+    # Guest networks.
+    ("routed network host bits", set_in(VLAB1, "routed_guest_network", "203.0.113.5/28"),
+     False, "host vlab1: routed_guest_network: not an IPv4 network like 203.0.113.0/28"),
+    ("NAT network prefix too long", set_in(VLAB2, "nat_guest_network", "203.0.113.64/33"),
+     False, "host vlab2: nat_guest_network: not an IPv4 network like 203.0.113.0/28"),
+    ("NAT network IPv6", set_in(VLAB2, "nat_guest_network", "2001:db8::/64"),
+     False, "host vlab2: nat_guest_network: not an IPv4 network"),
+    # One endpoint, two hosts.
+    ("shared BMC", same_endpoint("IPMIPowerPort", "address"),
+     False, "host vlab2: IPMIPowerPort: 127.0.1.1:6230 is the BMC of host vlab1 too"),
+    ("shared console", same_endpoint("Com1Port", "host"),
+     False, "host vlab2: Com1Port: 127.0.1.1:6231 is the console of host vlab1 too"),
+    ("shared SSH", same_endpoint("NetworkService", "address"),
+     False, "host vlab2: NetworkService: 127.0.1.1:6222 is the SSH of host vlab1 too"),
+    # Keys of the file.
+    ("imports", set_in(TOP, "imports", ["evil.py"]),
+     False, "imports: unknown top-level key (allowed: targets, xenhil)"),
+    ("tools", set_in(TOP, "tools", {"ssh": "/tmp/evil"}),
+     False, "tools: unknown top-level key (allowed: targets, xenhil)"),
+    ("duplicate key", VALID_HEAD + "        port: 623\n        port: 624\n",
+     False, "line 6: duplicate key 'port' (first on line 5)"),
+    ("duplicate target", "targets:\n  vlab1: {}\n  vlab1: {}\n",
+     False, "line 3: duplicate key 'vlab1' (first on line 2)"),
+    ("duplicate top-level key", "xenhil: {}\ntargets: {}\nxenhil: {}\n",
+     False, "line 3: duplicate key 'xenhil' (first on line 1)"),
+    ("syntax error", "targets:\n  vlab1: [unclosed\n",
+     False, "not valid YAML"),
+]
+
+
+@pytest.fixture
+def no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"lab validation started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(os, "posix_spawn", refuse)
+
+
+def children() -> set[str]:
+    return {child for task in os.listdir("/proc/self/task")
+            for child in Path(f"/proc/self/task/{task}/children").read_text().split()}
+
+
+@pytest.mark.parametrize(("mutation", "check_files", "fragment"),
+                         [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
+def test_bad_lab_file_is_one_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_processes: None,
+        mutation: Mutation | str, check_files: bool, fragment: str) -> None:
+    monkeypatch.setenv("XENHIL_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("XENHIL_TEST_UNSET_VARIABLE", raising=False)
+    path = tmp_path / "lab.yaml"
+    if isinstance(mutation, str):
+        path.write_text(mutation)
+    else:
+        data = yaml.safe_load(DEFAULT_LAB.read_text())
+        mutation(data)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    threads, processes = set(os.listdir("/proc/self/task")), children()
+
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as error:
+        load_lab(path, check_files=check_files)
+    elapsed = time.monotonic() - start
+
+    message = str(error.value)
+    assert message.startswith(f"{path}: "), message
+    assert message.count(str(path)) == 1, f"more than one error in: {message}"
+    assert fragment in message, message
+    assert elapsed < 1.0
+    # Threads other tests left behind may end meanwhile; none may begin.
+    assert set(os.listdir("/proc/self/task")) <= threads
+    assert children() <= processes
+
+
+def test_the_table_covers_every_rule() -> None:
+    assert len(ROWS) >= 25
+    assert len({row[0] for row in ROWS}) == len(ROWS)
+
+
+@pytest.mark.parametrize(("getter", "key", "value"), [
+    (VLAB1, "dom0_mem", "min:512M,max:2G"),
+    (VLAB1, "dom0_mem", "2048"),
+    (VLAB1, "dom0_mem", "-1G"),
+    (VLAB1, "dom0_mem", "1G+25%,max:8g"),
+    (VLAB1_IPMI, "address", "bmc-01.lab.example"),
+    (VLAB1_IPMI, "address", "bmc-01.lab.example."),
+    (VLAB1_SSH, "address", "::1"),
+    (VLAB2, "link_address", "2001:db8::12"),
+    (XENHIL, "timeout_factor", 0.5),
+], ids=lambda value: re.sub(r"\W", "_", str(value)) if isinstance(value, str) else None)
+def test_valid_values_load(tmp_path: Path, getter: Getter, key: str, value: object) -> None:
+    data = yaml.safe_load(DEFAULT_LAB.read_text())
+    getter(data)[key] = value
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    load_lab(path, check_files=False)
+
+
+def test_yaml_merge_keys_may_override(tmp_path: Path) -> None:
+    text = DEFAULT_LAB.read_text().replace(
+        "  vlab1:\n    resources:", "  vlab1: &vlab1\n    resources:", 1)
+    text = text.replace("xenhil:\n", "  vlab3:\n    <<: *vlab1\n    resources:\n"
+                        "      IPMIPowerPort: {address: 127.0.1.3, username: admin,"
+                        " password_env: X}\n      Com1Port: {host: 127.0.1.3, port: 6231}\n"
+                        "      NetworkService: {address: 127.0.1.3, username: root}\n"
+                        "xenhil:\n", 1)
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    assert load_lab(path, check_files=False).host("vlab3").bmc.address == "127.0.1.3"
