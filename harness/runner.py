@@ -139,6 +139,10 @@ def run(
     run_id = run_id or default_run_id()
     # Key and password files of the virtual lab exist only once it is up.
     unchecked = load_lab(lab_path, check_files=False)
+    # Bad names and builds are said before anything starts (the virtual lab included).
+    unchecked.select(hosts)
+    if build:
+        load_build(expand(build))
     is_vlab = "vlab" in unchecked.options
     with _sigterm_interrupts() as signals:
         started_vlab = is_vlab and _start_vlab(unchecked, run_id, keep_up)
@@ -169,10 +173,10 @@ def run(
 def _run_pytest(lab_path: Path, profile: str, build: str | None, hosts: list[str] | None,
                 run_id: str, extra_pytest_args: list[str] | None) -> tuple[int, Lab, Path]:
     lab = load_lab(lab_path)
-    selected = lab.select(hosts)  # unknown host names fail here
-    build_source = build or lab.options.get("default_build")
-    if build_source:
-        load_build(expand(build_source))  # a missing or bad build fails here
+    selected = lab.select(hosts)
+    default_build = lab.options.get("default_build")
+    if not build and default_build:
+        load_build(expand(default_build))  # the virtual lab's exists once it is up
     preflight(lab, hosts)
     reports = lab.reports_dir / run_id
     reports.mkdir(parents=True, exist_ok=True)

@@ -259,3 +259,20 @@ def test_yaml_merge_keys_may_override(tmp_path: Path) -> None:
     path = tmp_path / "lab.yaml"
     path.write_text(text)
     assert load_lab(path, check_files=False).host("vlab3").bmc.address == "127.0.1.3"
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    ({"hosts": ["vlab9"]}, "unknown host 'vlab9'"),
+    ({"build": "/nonexistent/xen-build"}, "/nonexistent/xen-build"),
+    ({"profile": "nightlyy"}, "unknown profile 'nightlyy'"),
+])
+def test_run_arguments_are_checked_before_the_virtual_lab_starts(
+        monkeypatch: pytest.MonkeyPatch, arguments: dict[str, Any], expected: str) -> None:
+    from harness import runner
+
+    def must_not_start(*args: object) -> bool:
+        raise AssertionError("the virtual lab was started before the arguments were checked")
+
+    monkeypatch.setattr(runner, "_start_vlab", must_not_start)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        runner.run(DEFAULT_LAB, **arguments)
