@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from harness.lab import DEFAULT_LAB, Lab
-from harness.paths import PROJECT_ROOT
+from harness.paths import PROJECT_ROOT, cache_dir
+from harness.vlab.control import bmc_password_file
 
 from .conftest import qemu_com1_log
 
@@ -114,6 +115,25 @@ def test_make_run_default_profile(vlab_stopped: Lab) -> None:
         ours = (reports / "com1" / f"{host}.raw").read_bytes()
         assert b"Xen version 4.17.7" in ours
         assert ours == qemu_com1_log(vlab_stopped, host).read_bytes()
+
+    assert_no_secrets_in(reports, done.stdout + done.stderr)
+
+
+def assert_no_secrets_in(reports: Path, output: str) -> None:
+    """Neither the BMC password nor the private SSH key is in anything the run wrote
+    or printed (reports, logs, transcripts, junit, support bundles)."""
+    password = bmc_password_file().read_text().strip()
+    key_lines = [line for line in (cache_dir() / "vlab" / "keys" / "id_ed25519").read_text()
+                 .splitlines() if "PRIVATE KEY" not in line]
+    secrets = [password.encode(), *(line.encode() for line in key_lines if len(line) > 20)]
+    assert len(password) >= 8 and secrets
+    files = [path for path in reports.rglob("*") if path.is_file()]
+    assert len(files) > 100  # allure results, attachments, com1 logs, support bundles
+    for path in files:
+        data = path.read_bytes()
+        leaked = [secret for secret in secrets if secret in data]
+        assert not leaked, f"{path} holds a secret"
+    assert not [secret for secret in secrets if secret.decode() in output]
 
 
 def _attachments_text(reports: Path, result: dict, name_part: str) -> str:
