@@ -28,17 +28,8 @@ DOM0_CRASHED = ConsoleEvent("dom0_crashed", "(XEN) Hardware Dom0 crashed: reboot
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[SSHServer]:
-    server = SSHServer(tmp_path)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def proxy(server: SSHServer) -> Iterator[FreezingProxy]:
-    proxy = FreezingProxy(server.port)
+def proxy(ssh_server: SSHServer) -> Iterator[FreezingProxy]:
+    proxy = FreezingProxy(ssh_server.port)
     try:
         yield proxy
     finally:
@@ -51,9 +42,9 @@ def health() -> HostHealth:
 
 
 @pytest.fixture
-def remote(server: SSHServer, proxy: FreezingProxy, health: HostHealth) -> Iterator[RemoteHost]:
-    endpoint = SSHEndpoint("127.0.0.1", proxy.port, "root", server.client_key_file,
-                           server.host_public_key_file)
+def remote(ssh_server: SSHServer, proxy: FreezingProxy, health: HostHealth) -> Iterator[RemoteHost]:
+    endpoint = SSHEndpoint("127.0.0.1", proxy.port, "root", ssh_server.client_key_file,
+                           ssh_server.host_public_key_file)
     remote = RemoteHost("host1", endpoint, health=health)
     health.on_fault(remote.close)
     try:
@@ -208,7 +199,7 @@ def test_power_cycle_clears_a_fault_but_not_a_broken_bmc(health: HostHealth) -> 
     assert health.broken is not None
 
 
-def test_banner_probe(server: SSHServer, proxy: FreezingProxy) -> None:
+def test_banner_probe(ssh_server: SSHServer, proxy: FreezingProxy) -> None:
     assert ssh_banner("127.0.0.1", proxy.port, timeout=5)
     proxy.freeze()
     start = time.monotonic()
@@ -217,7 +208,7 @@ def test_banner_probe(server: SSHServer, proxy: FreezingProxy) -> None:
 
 
 def test_labgrid_command_and_file_transfer_through_the_hosts_connection(
-        server: SSHServer, remote: RemoteHost, health: HostHealth, tmp_path: Path) -> None:
+        ssh_server: SSHServer, remote: RemoteHost, health: HostHealth, tmp_path: Path) -> None:
     from labgrid import Target
     from labgrid.driver.exception import ExecutionError
     from labgrid.resource import NetworkService

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,25 +69,16 @@ def test_bmc_password_from_env_or_file(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert bmc_secrets(BMC("h", "127.0.0.1", password_file=tmp_path / "none")) == ()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[SSHServer]:
-    server = SSHServer(tmp_path)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def remote_host(server: SSHServer, secrets: tuple[str, ...],
+def remote_host(ssh_server: SSHServer, secrets: tuple[str, ...],
                 seen: list[CommandResult]) -> RemoteHost:
-    endpoint = SSHEndpoint("127.0.0.1", server.port, "root", server.client_key_file,
-                           server.host_public_key_file)
+    endpoint = SSHEndpoint("127.0.0.1", ssh_server.port, "root", ssh_server.client_key_file,
+                           ssh_server.host_public_key_file)
     return RemoteHost("host1", endpoint, on_command=seen.append, secrets=secrets)
 
 
-def test_remote_host_redacts_command_stdout_and_stderr(server: SSHServer) -> None:
+def test_remote_host_redacts_command_stdout_and_stderr(ssh_server: SSHServer) -> None:
     seen: list[CommandResult] = []
-    remote = remote_host(server, ("hunter2",), seen)
+    remote = remote_host(ssh_server, ("hunter2",), seen)
     try:
         with pytest.raises(CommandFailed) as failed:
             remote.run("echo pw=hunter2; echo hunter2 >&2; exit 1")
@@ -100,9 +90,9 @@ def test_remote_host_redacts_command_stdout_and_stderr(server: SSHServer) -> Non
     assert "hunter2" not in result.render() + str(failed.value)
 
 
-def test_an_empty_secret_redacts_nothing(server: SSHServer) -> None:
+def test_an_empty_secret_redacts_nothing(ssh_server: SSHServer) -> None:
     seen: list[CommandResult] = []
-    remote = remote_host(server, ("",), seen)
+    remote = remote_host(ssh_server, ("",), seen)
     try:
         assert remote.run("echo plain").stdout == "plain\n"
     finally:
