@@ -64,7 +64,8 @@ STAGES = (
     Stage("firmware", r"[\x20-\x7e]", "firmware"),
     Stage("bootloader", r"GRUB|Booting `", "bootloader"),
     Stage("xen", r"Xen version (\S+) \(", "xen_banner", xen_only=True),
-    Stage("dom0 kernel", r"Linux version (\S+)", "dom0_kernel"),
+    # The space after the version: a match must not end where a read of com1 happened to.
+    Stage("dom0 kernel", r"Linux version (\S+) ", "dom0_kernel"),
     Stage("login", r"login: ", "login_prompt"),
 )
 

@@ -126,6 +126,14 @@ def test_full_boot_reaches_ready_with_every_stage_in_order(target: Target) -> No
     assert strategy.timeline.seen["xen"] == "4.17.7"
 
 
+def test_version_split_across_console_reads_is_seen_whole(target: Target) -> None:
+    kernel = BOOT.index(b"Linux version") + len(b"Linux version 6.")
+    strategy = strategy_of(target, BOOT[:kernel], BOOT[kernel:])  # arrives half a second apart
+    strategy.transition(Status.ready)
+    assert strategy.timeline is not None
+    assert strategy.timeline.seen["dom0 kernel"] == "6.1.0-50-amd64"
+
+
 def test_silent_console_is_lab_breakage(target: Target) -> None:
     failure = failure_of(strategy_of(target))
     assert isinstance(failure, BootBroken)
