@@ -286,6 +286,11 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         if missing:
             raise check.fail(f"targets.{name}.drivers", f"missing {', '.join(missing)} (every "
                              f"host declares {', '.join(DRIVERS)}; labgrid binds them)")
+        if list(drivers).index("XenBootStrategy") < max(
+                list(drivers).index(driver) for driver in DRIVERS[:-1]):
+            # labgrid creates drivers in file order, and binds each to those before it
+            raise check.fail(f"targets.{name}.drivers", "declare XenBootStrategy after "
+                             f"{', '.join(DRIVERS[:-1])}: labgrid binds it to them")
         host_options = {**defaults, **check.mapping(per_host.get(name) or {},
                                                     f"xenhil.hosts.{name}")}
         for key in host_options:

@@ -308,7 +308,7 @@ def broken_lab_file(tmp_path: Path, resource: str, port: int) -> Path:
     data["xenhil"]["timeouts"] = {"firmware": 5}  # x3 on this lab: 15 s
     del data["xenhil"]["vlab"]
     lab_file = tmp_path / f"dead-{resource}.yaml"
-    lab_file.write_text(yaml.safe_dump(data))
+    lab_file.write_text(yaml.safe_dump(data, sort_keys=False))  # labgrid: drivers in order
     return lab_file
 
 

@@ -14,7 +14,7 @@ from harness.paths import PROJECT_ROOT, labs_dir
 
 def write_lab(tmp_path: Path, data: object) -> Path:
     path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False) if not isinstance(data, str) else data)
     return path
 
 
@@ -59,6 +59,15 @@ def test_undeclared_strategy_names_the_target_and_the_drivers(tmp_path: Path) ->
     data = vlab_data()
     del data["targets"]["vlab2"]["drivers"]["XenBootStrategy"]
     with pytest.raises(ConfigError, match=r"targets\.vlab2\.drivers.*missing XenBootStrategy"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_strategy_before_its_drivers_is_refused(tmp_path: Path) -> None:
+    data = vlab_data()
+    drivers = data["targets"]["vlab1"]["drivers"]
+    data["targets"]["vlab1"]["drivers"] = dict(sorted(drivers.items()))  # strategy before SSH
+    with pytest.raises(ConfigError, match=r"targets\.vlab1\.drivers: declare XenBootStrategy "
+                                          r"after IPMIPowerDriver, Com1ConsoleDriver, XenSSH"):
         load_lab(write_lab(tmp_path, data), check_files=False)
 
 

@@ -244,7 +244,7 @@ def test_valid_values_load(tmp_path: Path, getter: Getter, key: str, value: obje
     data = yaml.safe_load(DEFAULT_LAB.read_text())
     getter(data)[key] = value
     path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     load_lab(path, check_files=False)
 
 

@@ -199,7 +199,7 @@ def lab_with(tmp_path: Path, npiv: dict | None = None, vlab2: dict | None = None
     if defaults is not None:
         data["xenhil"]["defaults"]["npiv"] = defaults
     path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 

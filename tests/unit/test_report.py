@@ -134,7 +134,7 @@ def lab_file(tmp_path: Path, reports: Path) -> Path:
     data = yaml.safe_load(DEFAULT_LAB.read_text())
     data["xenhil"]["reports"] = str(reports)
     path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
