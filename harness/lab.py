@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .distro import FAMILIES
 from .errors import ConfigError
 from .ipmi import BMC
 from .npiv.wwn import InvalidWWN, NpivConfig, VportName, default_wwnn, parse_wwn
 from .paths import UnknownVariable, expand, labs_dir
 from .timeouts import TIMEOUTS, Timeouts
+from .yaml_file import load_yaml
 
 DEFAULT_LAB = labs_dir() / "vlab.yaml"
 
@@ -54,32 +53,6 @@ _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _XEN_SIZE = r"-?[0-9]+[BKMGTbkmgt]?"
 _DOM0_MEM_ITEM = rf"(?:(?:min|max):)?(?:{_XEN_SIZE}|(?:{_XEN_SIZE}\+)?[0-9]{{1,2}}%)"
 _DOM0_MEM = re.compile(rf"{_DOM0_MEM_ITEM}(?:,{_DOM0_MEM_ITEM})*")
-
-
-class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, key: object, line: int, first_line: int) -> None:
-        super().__init__(f"duplicate key {key!r}")
-        self.key, self.line, self.first_line = key, line, first_line
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader refusing a key written twice in one mapping: YAML keeps the last one
-    silently, so a second `port:` of a host would win unseen."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first_lines: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *base` followed by overrides is how merges are meant
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            try:
-                if key in first_lines:
-                    raise _DuplicateKey(key, line, first_lines[key])
-                first_lines[key] = line
-            except TypeError:
-                break  # an unhashable key: SafeLoader reports it
-        return super().construct_mapping(node, deep=deep)
 
 
 @dataclass(frozen=True)
@@ -245,15 +218,7 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
     check = _Checker(path)
     if not path.is_file():
         raise ConfigError(f"{path}: lab file not found")
-    try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-    except _DuplicateKey as duplicate:
-        raise check.fail(f"line {duplicate.line}", f"duplicate key {duplicate.key!r} (first "
-                         f"on line {duplicate.first_line}); YAML would keep only the "
-                         "last") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    data = check.mapping(data, "top level")
+    data = check.mapping(load_yaml(path), "top level")
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise check.fail(str(key), f"unknown top-level key (allowed: "
