@@ -1,5 +1,6 @@
 """Reading the harness's own YAML files (lab files, the known-issues file): safe
-loading, and a key written twice is an error rather than silently the last one."""
+loading, a key written twice is an error rather than silently the last one, and dates
+are left as text for the reader to check."""
 
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:
                 break  # an unhashable key: SafeLoader reports it
         return super().construct_mapping(node, deep=deep)
+
+
+# Dates stay text, read by the field that expects one: SafeLoader's own date raises a
+# bare ValueError for 2026-13-01, which could not name the field.
+def _timestamp_as_text(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> str:
+    return str(loader.construct_scalar(node))
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 
 def load_yaml(path: Path) -> Any:
