@@ -2,4 +2,7 @@
 
 records: the plain data a run leaves (run, hosts, results, figures), shared by the
 database layer (db), the comparison rules (compare) and the reports.
+known: the reviewed known-issues file. figure_checks: figures against their history.
+compare: labels and verdict of a run against its baseline. render: the comparison as
+text, and the label classes of the HTML pages.
 """
