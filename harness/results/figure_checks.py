@@ -78,8 +78,8 @@ class FigureCheck:
 
     @property
     def change(self) -> str:
-        """The difference to the median, as a percentage (absolute for % figures and a
-        zero median)."""
+        """The difference to the median: relative, or absolute for % figures and when
+        the median is 0."""
         if self.unit == "%" or not self.median:
             return f"{self.value - self.median:+g} {self.unit}"
         return f"{(self.value - self.median) / abs(self.median) * 100:+.0f} %"
