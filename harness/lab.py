@@ -24,7 +24,7 @@ from .distro import FAMILIES
 from .errors import ConfigError
 from .ipmi import BMC
 from .npiv.wwn import InvalidWWN, NpivConfig, VportName, default_wwnn, parse_wwn
-from .paths import UnknownVariable, expand, labs_dir
+from .paths import UnknownVariable, expand, lab_file_path, labs_dir
 from .timeouts import TIMEOUTS, Timeouts
 
 DEFAULT_LAB = labs_dir() / "vlab.yaml"
@@ -208,15 +208,21 @@ class _Checker:
             raise self.fail(where, f"must be a finite number greater than 0, got {value!r}")
         return float(value)
 
-    def file(self, value: str, where: str, must_exist: bool) -> Path:
+    def variables_set(self, value: str, where: str) -> str:
+        """`value` with its ${VARIABLE}s expanded; each must be set."""
         try:
-            path = Path(expand(value))
+            return expand(value)
         except UnknownVariable as unknown:
             raise self.fail(where, f"refers to ${{{unknown.args[0]}}}, which is not set") from None
-        if not path.is_absolute():
-            path = (self.path.parent / path).resolve()
+
+    def file(self, value: str, where: str, must_exist: bool) -> Path:
+        expanded = self.variables_set(value, where)
+        path = lab_file_path(value, self.path.parent)
         if must_exist and not path.exists():
-            raise self.fail(where, f"{path} does not exist")
+            # Named as written: a variable's value may be a secret.
+            relative = ("" if Path(expanded).is_absolute()
+                        else f" (relative to {self.path.parent.resolve()})")
+            raise self.fail(where, f"{value}{relative} does not exist")
         return path
 
 
@@ -363,6 +369,7 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
                       if password_env is not None else None),
         interface=check.get(ipmi, "interface", str, ipmi_where, "lanplus"),
         cipher_suite=check.get(ipmi, "cipher_suite", int, ipmi_where, 3),
+        password_file_as_written=password_file,
     )
     com1 = check.mapping(resources["Com1Port"], f"{where}: Com1Port")
     service = check.mapping(resources["NetworkService"], f"{where}: NetworkService")
