@@ -52,6 +52,9 @@ class BMC:
     password_env: str | None = None
     interface: str = "lanplus"
     cipher_suite: int = 3
+    # password_file as the lab file writes it, for messages: its ${VARIABLE}s expanded
+    # may show a secret.
+    password_file_as_written: str | None = None
 
     def __post_init__(self) -> None:
         if (self.password_file is None) == (self.password_env is None):
@@ -89,8 +92,8 @@ class IPMITool:
         if bmc.password_file is not None:
             if not bmc.password_file.is_file():
                 raise ConfigError(
-                    f"host {bmc.host}: BMC password_file {bmc.password_file} does not exist"
-                )
+                    f"host {bmc.host}: BMC password_file "
+                    f"{bmc.password_file_as_written or bmc.password_file} does not exist")
             argv += ["-f", str(bmc.password_file)]
         else:
             assert bmc.password_env is not None

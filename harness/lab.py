@@ -22,7 +22,7 @@ from .distro import FAMILIES
 from .errors import ConfigError
 from .ipmi import BMC
 from .npiv.wwn import InvalidWWN, NpivConfig, VportName, default_wwnn, parse_wwn
-from .paths import UnknownVariable, expand, labs_dir
+from .paths import UnknownVariable, expand, lab_file_path, labs_dir
 from .timeouts import TIMEOUTS, Timeouts
 from .yaml_file import load_yaml
 
@@ -41,6 +41,20 @@ HOST_OPTIONS = {
     "npiv": Mapping,
 }
 NPIV_FIELDS = ("fabric_name", "target_wwpn", "luns", "vport_pool")
+# The `xenhil` section's own keys; `hosts` and `defaults` hold HOST_OPTIONS.
+LAB_OPTIONS = {
+    "name": str,
+    "reports": str,
+    "timeout_factor": (int, float),
+    "timeouts": Mapping,
+    "single_host_scenarios_on": list,
+    "default_build": str,
+    "defaults": Mapping,
+    "hosts": Mapping,
+    "vlab": Mapping,
+}
+# `xenhil.vlab`: how `xenhil vlab up` builds each machine of a virtual lab.
+VLAB_OPTIONS = {"memory_mb": int, "vcpus": int, "hosts": Mapping}
 # labgrid would act on its other top-level keys (`imports` runs Python files, `tools`
 # and `options` change what it runs): a lab file has these two only.
 TOP_LEVEL_KEYS = ("targets", "xenhil")
@@ -53,6 +67,11 @@ _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _XEN_SIZE = r"-?[0-9]+[BKMGTbkmgt]?"
 _DOM0_MEM_ITEM = rf"(?:(?:min|max):)?(?:{_XEN_SIZE}|(?:{_XEN_SIZE}\+)?[0-9]{{1,2}}%)"
 _DOM0_MEM = re.compile(rf"{_DOM0_MEM_ITEM}(?:,{_DOM0_MEM_ITEM})*")
+# Xen options (`name`, `name=value,value`), blank-separated. The line goes into
+# /etc/default/grub and from there, unquoted, into grub.cfg: no quotes, `$`, `;`,
+# braces, globs or newlines.
+_XEN_OPTION_CHARACTERS = "letters, digits and _.,:=+%@/-"
+_XEN_CMDLINE = re.compile(r"[A-Za-z0-9_.,:=+%@/-]+(?: +[A-Za-z0-9_.,:=+%@/-]+)*")
 
 
 @dataclass(frozen=True)
@@ -61,7 +80,8 @@ class Endpoint:
     port: int
 
     def __str__(self) -> str:
-        return f"{self.address}:{self.port}"
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{address}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -181,15 +201,21 @@ class _Checker:
             raise self.fail(where, f"must be a finite number greater than 0, got {value!r}")
         return float(value)
 
-    def file(self, value: str, where: str, must_exist: bool) -> Path:
+    def variables_set(self, value: str, where: str) -> str:
+        """`value` with its ${VARIABLE}s expanded; each must be set."""
         try:
-            path = Path(expand(value))
+            return expand(value)
         except UnknownVariable as unknown:
             raise self.fail(where, f"refers to ${{{unknown.args[0]}}}, which is not set") from None
-        if not path.is_absolute():
-            path = (self.path.parent / path).resolve()
+
+    def file(self, value: str, where: str, must_exist: bool) -> Path:
+        expanded = self.variables_set(value, where)
+        path = lab_file_path(value, self.path.parent)
         if must_exist and not path.exists():
-            raise self.fail(where, f"{path} does not exist")
+            # Named as written: a variable's value may be a secret.
+            relative = ("" if Path(expanded).is_absolute()
+                        else f" (relative to {self.path.parent.resolve()})")
+            raise self.fail(where, f"{value}{relative} does not exist")
         return path
 
 
@@ -231,6 +257,11 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
             raise check.fail(f"targets.{name}", "a host name is letters, digits and ._- "
                              "only, not starting with . or -")
     options = check.mapping(data.get("xenhil") or {}, "xenhil")
+    for key in options:
+        if key not in LAB_OPTIONS:
+            raise check.fail(f"xenhil.{key}", f"unknown option (known: "
+                             f"{', '.join(sorted(LAB_OPTIONS))})")
+        check.get(options, key, LAB_OPTIONS[key], "xenhil", None)
     defaults = check.mapping(options.get("defaults") or {}, "xenhil.defaults")
     per_host = check.mapping(options.get("hosts") or {}, "xenhil.hosts")
     if "npiv" in defaults:
@@ -278,9 +309,13 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
                        f"xenhil.timeouts.{key}")
     single = check.get(options, "single_host_scenarios_on", list, "xenhil", [])
     for name in single:
-        if name not in hosts:
+        if not isinstance(name, str) or name not in hosts:
             raise check.fail("xenhil.single_host_scenarios_on",
                              f"no host {name!r} (hosts: {', '.join(hosts)})")
+    if options.get("default_build") is not None:
+        check.variables_set(options["default_build"], "xenhil.default_build")
+    if options.get("vlab") is not None:
+        _check_vlab(check, options["vlab"], hosts)
     return Lab(
         path=path,
         name=check.get(options, "name", str, "xenhil", path.stem),
@@ -328,6 +363,7 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
                       if password_env is not None else None),
         interface=check.get(ipmi, "interface", str, ipmi_where, "lanplus"),
         cipher_suite=check.get(ipmi, "cipher_suite", int, ipmi_where, 3),
+        password_file_as_written=password_file,
     )
     com1 = check.mapping(resources["Com1Port"], f"{where}: Com1Port")
     service = check.mapping(resources["NetworkService"], f"{where}: NetworkService")
@@ -343,6 +379,10 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
         raise check.fail(f"{where}: dom0_mem", f"{dom0_mem!r} is not Xen's dom0_mem syntax "
                          "(a comma list of <size>, min:<size>, max:<size>, e.g. "
                          "1024M,max:1024M)")
+    cmdline_extra = options.get("xen_cmdline_extra", "")
+    if cmdline_extra and not _XEN_CMDLINE.fullmatch(cmdline_extra):
+        raise check.fail(f"{where}: xen_cmdline_extra", f"{cmdline_extra!r} is not a list of "
+                         f"Xen options ({_XEN_OPTION_CHARACTERS}, separated by blanks)")
     link_address = options.get("link_address")
     if link_address is not None and not _is_address(link_address):
         raise check.fail(f"{where}: link_address",
@@ -366,7 +406,7 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
         family=family,
         timeout_factor=factor,
         dom0_mem=dom0_mem,
-        xen_cmdline_extra=str(options.get("xen_cmdline_extra", "")),
+        xen_cmdline_extra=cmdline_extra,
         link_address=link_address,
         routed_guest_network=_network(check, options, "routed_guest_network", where),
         nat_guest_network=_network(check, options, "nat_guest_network", where),
@@ -430,6 +470,39 @@ def _npiv(check: _Checker, where: str, data: Mapping[str, Any]) -> NpivConfig:
     )
 
 
+def _check_vlab(check: _Checker, section: Mapping[str, Any], hosts: Mapping[str, Any]) -> None:
+    """`xenhil.vlab`: every host a machine index of its own (its MAC addresses, hence
+    its name and addresses inside, come from it)."""
+    for key in section:
+        if key not in VLAB_OPTIONS:
+            raise check.fail(f"xenhil.vlab.{key}", f"unknown option (known: "
+                             f"{', '.join(sorted(VLAB_OPTIONS))})")
+    for key in ("memory_mb", "vcpus"):
+        value = check.get(section, key, int, "xenhil.vlab", None)
+        if value is not None and value < 1:
+            raise check.fail(f"xenhil.vlab.{key}", f"must be a whole number above 0, got {value}")
+    per_host = check.mapping(check.get(section, "hosts", Mapping, "xenhil.vlab"),
+                             "xenhil.vlab.hosts")
+    for name in per_host:
+        if name not in hosts:
+            raise check.fail(f"xenhil.vlab.hosts.{name}",
+                             f"no target of that name (targets: {', '.join(hosts)})")
+    owner: dict[int, str] = {}
+    for name in hosts:
+        where = f"xenhil.vlab.hosts.{name}"
+        machine = check.mapping(per_host.get(name) or {}, where)
+        for key in machine:
+            if key != "index":
+                raise check.fail(f"{where}.{key}", "unknown option (known: index)")
+        index = check.get(machine, "index", int, where)
+        if not 1 <= index <= 254:
+            raise check.fail(f"{where}.index", f"{index} is not a number from 1 to 254")
+        if index in owner:
+            raise check.fail(f"{where}.index", f"{index} is the index of host {owner[index]} "
+                             "too; every machine needs its own")
+        owner[index] = name
+
+
 def _check_vport_pools_disjoint(check: _Checker, hosts: dict[str, HostSpec]) -> None:
     """Two hosts creating the same WWPN on one fabric would knock each other off it."""
     owner: dict[str, str] = {}
@@ -444,24 +517,39 @@ def _check_vport_pools_disjoint(check: _Checker, hosts: dict[str, HostSpec]) -> 
 
 def _check_endpoints_distinct(check: _Checker, hosts: dict[str, HostSpec]) -> None:
     """Two hosts on one BMC, console or SSH endpoint are one machine under two names:
-    power cycling one would power off the other."""
-    kinds = (("IPMIPowerPort", "BMC", lambda host: (host.bmc.address, host.bmc.port)),
-             ("Com1Port", "console", lambda host: (host.com1.address, host.com1.port)),
-             ("NetworkService", "SSH", lambda host: (host.ssh.address, host.ssh.port)))
-    for resource, what, endpoint in kinds:
-        owner: dict[tuple[str, int], str] = {}
+    power cycling one would power off the other. Compared as the addresses are meant,
+    not as written (127.0.0.1 and localhost; YAML reads 0x185e and 6238 as one port)."""
+    kinds = (("IPMIPowerPort", "BMC", lambda host: Endpoint(host.bmc.address, host.bmc.port)),
+             ("Com1Port", "console", lambda host: host.com1),
+             ("NetworkService", "SSH", lambda host: Endpoint(host.ssh.address, host.ssh.port)))
+    for resource, what, endpoint_of in kinds:
+        owner: dict[tuple[str, int], tuple[str, Endpoint]] = {}
         for name, host in hosts.items():
-            address, port = endpoint(host)
-            key = (_canonical(address), port)
-            if key in owner:
-                raise check.fail(f"host {name}: {resource}",
-                                 f"{address}:{port} is the {what} of host {owner[key]} too; "
-                                 "every host needs its own")
-            owner[key] = name
+            endpoint = endpoint_of(host)
+            keys = [(address, endpoint.port) for address in _same_machine(endpoint.address)]
+            for key in keys:
+                if key in owner:
+                    other, written = owner[key]
+                    spelled = "" if written == endpoint else f" (written there as {written})"
+                    raise check.fail(f"host {name}: {resource}",
+                                     f"{endpoint} is the {what} of host {other} too{spelled}; "
+                                     "every host needs its own")
+            owner.update(dict.fromkeys(keys, (name, endpoint)))
 
 
-def _canonical(address: str) -> str:
+def _same_machine(address: str) -> set[str]:
+    """Spellings of the address `address` names (one of them `address` itself, made
+    canonical), as far as they are known without asking a resolver."""
     try:
-        return ipaddress.ip_address(address).compressed
+        ip = ipaddress.ip_address(address)
     except ValueError:
-        return address.lower().removesuffix(".")
+        name = address.lower().removesuffix(".")
+        # RFC 6761: localhost names are loopback; glibc's /etc/hosts has both.
+        if name == "localhost" or name.endswith(".localhost"):
+            return {name, "127.0.0.1", "::1"}
+        return {name}
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:  # Linux connects 0.0.0.0 and :: to the loopback address
+        return {ip.compressed, "127.0.0.1" if ip.version == 4 else "::1"}
+    return {ip.compressed}

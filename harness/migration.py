@@ -58,16 +58,28 @@ class PingProbe:
         self.pid: int | None = None
 
     def start(self) -> None:
-        out = self.host.run(
-            f"nohup ping -D -O -n -i {PROBE_INTERVAL} -W 1 {shlex.quote(self.address)} "
-            f"< /dev/null > {self.log_file} 2>&1 & echo $! | tee {self.pid_file}").stdout
+        out = self.host.run(probe_start_command(self.address, self.log_file,
+                                                self.pid_file)).stdout
         self.pid = int(out.strip())
 
     def stop(self) -> ProbeResult:
-        result = self.host.run(f"kill -INT {self.pid}; sleep 0.5; cat {self.log_file}; "
-                               f"rm -f {self.log_file} {self.pid_file}", check=False)
+        assert self.pid is not None, "probe not started"
+        result = self.host.run(probe_stop_command(self.pid, self.log_file, self.pid_file),
+                               check=False)
         self.pid = None
         return parse_ping_probe(result.stdout)
+
+
+def probe_start_command(address: str, log_file: str, pid_file: str) -> str:
+    """Start the probe in the background; prints its PID (also kept in `pid_file`)."""
+    return (f"nohup ping -D -O -n -i {PROBE_INTERVAL} -W 1 {shlex.quote(address)} "
+            f"< /dev/null > {shlex.quote(log_file)} 2>&1 & echo $! | tee {shlex.quote(pid_file)}")
+
+
+def probe_stop_command(pid: int, log_file: str, pid_file: str) -> str:
+    """Stop the probe (SIGINT: ping prints its summary), print its log, remove its files."""
+    files = shlex.join([log_file, pid_file])
+    return f"kill -INT {int(pid)}; sleep 0.5; cat {shlex.quote(log_file)}; rm -f {files}"
 
 
 # --- the operations -----------------------------------------------------------------

@@ -54,3 +54,10 @@ def expand(value: str) -> str:
         raise UnknownVariable(name)
 
     return os.path.expanduser(_VARIABLE.sub(substitute, value))
+
+
+def lab_file_path(value: str, lab_dir: Path) -> Path:
+    """A file a lab file names: ${NAME}s and ~ expanded, a relative path taken from the
+    lab file's directory (`lab_dir`), as the lab check does and the drivers must."""
+    path = Path(expand(value))
+    return path if path.is_absolute() else (lab_dir / path).resolve()

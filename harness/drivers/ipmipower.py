@@ -19,7 +19,7 @@ from labgrid.resource.common import Resource
 from labgrid.step import step
 
 from ..ipmi import BMC, IPMITool
-from ..paths import expand
+from ..paths import lab_file_path
 
 _optional_str = attr.validators.optional(attr.validators.instance_of(str))
 
@@ -38,15 +38,19 @@ class IPMIPowerPort(Resource):
     cipher_suite: int = attr.ib(default=3, validator=attr.validators.instance_of(int))
 
     def bmc(self, host: str) -> BMC:
+        # A relative password_file is the lab file's neighbour, as `xenhil lab check` has it.
+        lab_dir = Path(self.target.env.config.base) if self.target.env else Path.cwd()
         return BMC(
             host=host,
             address=self.address,
             port=self.port,
             username=self.username,
-            password_file=Path(expand(self.password_file)) if self.password_file else None,
+            password_file=(lab_file_path(self.password_file, lab_dir) if self.password_file
+                           else None),
             password_env=self.password_env,
             interface=self.interface,
             cipher_suite=self.cipher_suite,
+            password_file_as_written=self.password_file,
         )
 
 

@@ -75,6 +75,17 @@ def console_failure(console: str) -> str | None:
 def tail(text: str, lines: int = 30) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
+
+def xl_command(*words: str) -> str:
+    """`xl WORDS...` for dom0's shell, each word quoted (guest names are values)."""
+    return shlex.join(["xl", *words])
+
+
+def write_config_command(path: str, text: str) -> str:
+    """Write `text` to the xl config `path` on dom0, making its directory."""
+    return (f"mkdir -p {shlex.quote(str(Path(path).parent))} && "
+            f"printf '%s' {shlex.quote(text)} > {shlex.quote(path)}")
+
 class Guest:
     """A test guest on a host. `run` executes commands in it; everything done to it
     (xl commands on dom0, commands inside) lands in the host's transcripts."""
@@ -104,13 +115,12 @@ class Guest:
     def create(self) -> None:
         """Write the xl config, `xl create` it, and wait until the guest is up."""
         host = self.host
-        host.run(f"mkdir -p {CONFIG_DIR} && printf '%s' {shlex.quote(self.config.render())} "
-                 f"> {self.config_path}")
+        host.run(write_config_command(self.config_path, self.config.render()))
         # xenconsoled appends to the log of an earlier guest of the same name
         self.console_offset = self.console_size_on(host)
         started = time.monotonic()
         try:
-            self._xl(f"xl create {self.config_path}", "xl_create", "was not created")
+            self._xl(xl_command("create", self.config_path), "xl_create", "was not created")
         except GuestFailed as failure:
             raise GuestFailed(f"{failure}\n{self.hotplug_log()}") from None
         self.created_seconds = time.monotonic() - started
@@ -188,7 +198,7 @@ class Guest:
         return result.stdout.strip()
 
     def domid(self) -> int:
-        return int(self.host.run(f"xl domid {shlex.quote(self.name)}").stdout.strip())
+        return int(self.host.run(xl_command("domid", self.name)).stdout.strip())
 
     def vif(self, devid: int = 0) -> str:
         """The name of the guest's vif `devid` in dom0 (vif<domid>.<devid>)."""
@@ -197,7 +207,8 @@ class Guest:
     def ping(self, target: str, count: int, interval: float = 1.0) -> PingStats:
         """The guest pings `target` (busybox ping); its summary, whatever the loss."""
         deadline = int(count * interval + 10)
-        result = self.run(f"ping -q -c {count} -i {interval} -w {deadline} {shlex.quote(target)}",
+        result = self.run(f"ping -q -c {int(count)} -i {float(interval)} -w {deadline} "
+                          f"{shlex.quote(target)}",
                           check=False, timeout=deadline + self.host.timeouts["command"])
         return parse_ping(result.stdout + result.stderr)
 
@@ -215,24 +226,24 @@ class Guest:
     @evidence.action("hot-plug a vif into {self.name}")
     def network_attach(self, mac: str, bridge: str = BRIDGE) -> None:
         """`xl network-attach`: a new vif on `bridge`, hot-plugged."""
-        self._xl(f"xl network-attach {shlex.quote(self.name)} "
-                 f"{shlex.quote(f'mac={mac},bridge={bridge}')}", "xl_create",
-                 "got no new vif")
+        self._xl(xl_command("network-attach", self.name, f"mac={mac},bridge={bridge}"),
+                 "xl_create", "got no new vif")
 
     @evidence.action("unplug a vif of {self.name}")
     def network_detach(self, mac: str) -> None:
         """`xl network-detach` of the vif with `mac`."""
-        self._xl(f"xl network-detach {shlex.quote(self.name)} {shlex.quote(mac)}", "xl_destroy",
+        self._xl(xl_command("network-detach", self.name, mac), "xl_destroy",
                  "did not let its vif go")
 
     def network_devices(self) -> list[str]:
         """`xl network-list`: the MACs of the guest's vifs, as the toolstack sees them."""
-        output = self.host.run(f"xl network-list {shlex.quote(self.name)}").stdout
+        output = self.host.run(xl_command("network-list", self.name)).stdout
         return re.findall(r"\b(?:[0-9a-f]{2}:){5}[0-9a-f]{2}\b", output)
 
     def answers_ping(self, count: int = 3) -> bool:
         """dom0 pings the guest; every reply must come."""
-        return self.host.run(f"ping -c {count} -W 2 {shlex.quote(str(self.ip))}", check=False).ok
+        return self.host.run(f"ping -c {int(count)} -W 2 {shlex.quote(str(self.ip))}",
+                             check=False).ok
 
     def counter(self) -> int:
         """Seconds the guest has counted since it booted (/run/counter)."""
@@ -246,7 +257,7 @@ class Guest:
     def shutdown(self) -> None:
         """`xl shutdown -w`: ask the guest to power off, and wait until it is gone."""
         self.shell.close()
-        self._xl(f"xl shutdown -w {self.name}", "xl_shutdown", "did not shut down")
+        self._xl(xl_command("shutdown", "-w", self.name), "xl_shutdown", "did not shut down")
         # -w returns once the guest has shut down; the domain is destroyed after that
         # (by xl's daemon, on_poweroff), and lingers in xl list until then.
         timeout = self.host.timeouts["xl_destroy"]
@@ -260,14 +271,14 @@ class Guest:
     def destroy(self) -> None:
         """`xl destroy`: end the domain at once."""
         self.shell.close()
-        self._xl(f"xl destroy {shlex.quote(self.name)}", "xl_destroy", "was not destroyed")
+        self._xl(xl_command("destroy", self.name), "xl_destroy", "was not destroyed")
 
     def _xl(self, command: str, timeout: str, failure: str) -> CommandResult:
         return run_xl(self.host, command, timeout, f"guest {self.name} {failure}",
                       error=GuestFailed)
 
     def _xl_list_line(self) -> str:
-        result = self.host.run(f"xl list {shlex.quote(self.name)}", check=False)
+        result = self.host.run(xl_command("list", self.name), check=False)
         return result.stdout.strip().splitlines()[-1] if result.ok else "not listed"
 
 

@@ -82,14 +82,9 @@ def virtual_hosts(lab: Lab) -> list[VirtualHost]:
     section = lab.options.get("vlab")
     if not isinstance(section, dict):
         raise ConfigError(f"{lab.path}: not a virtual lab (no xenhil.vlab section)")
-    per_host: dict[str, Any] = section.get("hosts") or {}
-    hosts = []
-    for name, spec in lab.hosts.items():
-        index = (per_host.get(name) or {}).get("index")
-        if not isinstance(index, int) or not 1 <= index <= 254:
-            raise ConfigError(f"{lab.path}: xenhil.vlab.hosts.{name}.index: "
-                              "missing or not a number from 1 to 254")
-        hosts.append((name, spec, index))
+    # load_lab checked the section: every host has an index of its own, from 1 to 254.
+    hosts = [(name, spec, int(section["hosts"][name]["index"]))
+             for name, spec in lab.hosts.items()]
     addresses = [spec.bmc.address for _, spec, _ in hosts]
     result = []
     for name, spec, index in hosts:

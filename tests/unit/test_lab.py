@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.drivers.ipmipower import IPMIPowerPort
 from harness.errors import ConfigError
+from harness.ipmi import bmc_secrets
 from harness.lab import DEFAULT_LAB, load_lab
 from harness.paths import PROJECT_ROOT, labs_dir
+from harness.targets import lab_environment
 
 
 def write_lab(tmp_path: Path, data: object) -> Path:
@@ -181,3 +184,22 @@ def test_unknown_timeout_name(tmp_path: Path) -> None:
     data["xenhil"]["timeouts"] = {"login": 100}
     with pytest.raises(ConfigError, match=r"xenhil.timeouts.login: no such timeout"):
         load_lab(write_lab(tmp_path, data), check_files=False)
+
+
+def test_a_relative_password_file_is_the_lab_files_neighbour_for_check_and_driver(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lab_dir, elsewhere = tmp_path / "labs", tmp_path / "elsewhere"
+    lab_dir.mkdir()
+    elsewhere.mkdir()
+    (lab_dir / "bmc-password").write_text("hunter2\n")
+    data = vlab_data()
+    for host in ("vlab1", "vlab2"):
+        data["targets"][host]["resources"]["IPMIPowerPort"]["password_file"] = "bmc-password"
+    path = write_lab(lab_dir, data)
+    monkeypatch.chdir(elsewhere)
+    lab = load_lab(Path("..") / "labs" / "lab.yaml", check_files=False)
+    with lab_environment(lab) as environment:
+        driver_bmc = environment.get_target("vlab1").get_resource(IPMIPowerPort).bmc("vlab1")
+    assert lab.host("vlab1").bmc.password_file == driver_bmc.password_file == (
+        path.parent / "bmc-password")
+    assert bmc_secrets(driver_bmc) == ("hunter2",)

@@ -65,8 +65,18 @@ def same_endpoint(resource: str, address_key: str) -> Mutation:
     return mutate
 
 
+def endpoints(resource: str, address_key: str, first: str, second: str) -> Mutation:
+    """Both hosts' `resource` at one port, their addresses written `first` and `second`."""
+    def mutate(data: dict[str, Any]) -> None:
+        for host, address in (("vlab1", first), ("vlab2", second)):
+            at("targets", host, "resources", resource)(data)[address_key] = address
+    return mutate
+
+
 TOP = at()
 XENHIL = at("xenhil")
+VLAB = at("xenhil", "vlab")
+VLAB_MACHINES = at("xenhil", "vlab", "hosts")
 VLAB1 = at("xenhil", "hosts", "vlab1")
 VLAB2 = at("xenhil", "hosts", "vlab2")
 VLAB1_IPMI = at("targets", "vlab1", "resources", "IPMIPowerPort")
@@ -74,6 +84,9 @@ VLAB2_COM1 = at("targets", "vlab2", "resources", "Com1Port")
 VLAB1_SSH = at("targets", "vlab1", "resources", "NetworkService")
 
 VALID_HEAD = "targets:\n  vlab1:\n    resources:\n      IPMIPowerPort:\n"
+# vlab2's SSH at vlab1's address and port, the port written in hex (YAML reads an int).
+SSH_PORT_IN_HEX = DEFAULT_LAB.read_text().replace(
+    "address: 127.0.1.2\n        port: 6222", "address: 127.0.1.1\n        port: 0x184e", 1)
 
 # (id, mutation of labs/vlab.yaml's data or raw YAML text, check_files, error fragment)
 ROWS: list[tuple[str, Mutation | str, bool, str]] = [
@@ -162,6 +175,55 @@ ROWS: list[tuple[str, Mutation | str, bool, str]] = [
      False, "host vlab2: Com1Port: 127.0.1.1:6231 is the console of host vlab1 too"),
     ("shared SSH", same_endpoint("NetworkService", "address"),
      False, "host vlab2: NetworkService: 127.0.1.1:6222 is the SSH of host vlab1 too"),
+    # One endpoint, two spellings.
+    ("shared BMC as localhost", endpoints("IPMIPowerPort", "address", "127.0.0.1", "localhost"),
+     False, "host vlab2: IPMIPowerPort: localhost:6230 is the BMC of host vlab1 too (written "
+            "there as 127.0.0.1:6230)"),
+    ("shared BMC as IPv4-mapped IPv6",
+     endpoints("IPMIPowerPort", "address", "127.0.1.1", "::ffff:127.0.1.1"),
+     False, "host vlab2: IPMIPowerPort: [::ffff:127.0.1.1]:6230 is the BMC of host vlab1 too"),
+    ("shared console in capitals with a dot",
+     endpoints("Com1Port", "host", "consoles.lab.example", "Consoles.LAB.example."),
+     False, "host vlab2: Com1Port: Consoles.LAB.example.:6231 is the console of host vlab1 too"),
+    ("shared console as 0.0.0.0", endpoints("Com1Port", "host", "127.0.0.1", "0.0.0.0"),
+     False, "host vlab2: Com1Port: 0.0.0.0:6231 is the console of host vlab1 too"),
+    ("shared SSH port in hex", SSH_PORT_IN_HEX,
+     False, "host vlab2: NetworkService: 127.0.1.1:6222 is the SSH of host vlab1 too"),
+    # The Xen command line.
+    ("cmdline with a command", set_in(VLAB1, "xen_cmdline_extra", "watchdog; reboot"),
+     False, "host vlab1: xen_cmdline_extra: 'watchdog; reboot' is not a list of Xen options"),
+    ("cmdline with a substitution", set_in(VLAB2, "xen_cmdline_extra", "loglvl=$(reboot)"),
+     False, "host vlab2: xen_cmdline_extra: 'loglvl=$(reboot)' is not"),
+    ("cmdline with a new line", set_in(VLAB1, "xen_cmdline_extra", "sync_console\n}\nmenuentry"),
+     False, "host vlab1: xen_cmdline_extra: 'sync_console\\n}\\nmenuentry' is not"),
+    ("cmdline with quotes", set_in(VLAB1, "xen_cmdline_extra", 'iommu="off"'),
+     False, "host vlab1: xen_cmdline_extra: 'iommu=\"off\"' is not"),
+    # The xenhil section.
+    ("unknown lab option", set_in(XENHIL, "timeout", 3),
+     False, "xenhil.timeout: unknown option (known: default_build, defaults, hosts, name,"),
+    ("lab option of the wrong type", set_in(XENHIL, "reports", ["../reports"]),
+     False, "xenhil.reports: expected str, got ['../reports']"),
+    ("default build with an unset variable",
+     set_in(XENHIL, "default_build", "${XENHIL_TEST_UNSET_VARIABLE}/xen"),
+     False, "xenhil.default_build: refers to ${XENHIL_TEST_UNSET_VARIABLE}, which is not set"),
+    ("single-host scenarios on a list", set_in(XENHIL, "single_host_scenarios_on", [["vlab1"]]),
+     False, "xenhil.single_host_scenarios_on: no host ['vlab1']"),
+    ("unknown vlab option", set_in(VLAB, "memory", 2048),
+     False, "xenhil.vlab.memory: unknown option (known: hosts, memory_mb, vcpus)"),
+    ("vlab memory a string", set_in(VLAB, "memory_mb", "2G"),
+     False, "xenhil.vlab.memory_mb: expected int, got '2G'"),
+    ("vlab without vCPUs", set_in(VLAB, "vcpus", 0),
+     False, "xenhil.vlab.vcpus: must be a whole number above 0, got 0"),
+    ("vlab machine unknown", set_in(VLAB_MACHINES, "vlab3", {"index": 3}),
+     False, "xenhil.vlab.hosts.vlab3: no target of that name"),
+    ("vlab machine missing", delete_in(VLAB_MACHINES, "vlab2"),
+     False, "xenhil.vlab.hosts.vlab2.index: missing"),
+    ("vlab index too high", set_in(at("xenhil", "vlab", "hosts", "vlab1"), "index", 255),
+     False, "xenhil.vlab.hosts.vlab1.index: 255 is not a number from 1 to 254"),
+    ("vlab index shared", set_in(at("xenhil", "vlab", "hosts", "vlab2"), "index", 1),
+     False, "xenhil.vlab.hosts.vlab2.index: 1 is the index of host vlab1 too"),
+    ("vlab machine option unknown", set_in(at("xenhil", "vlab", "hosts", "vlab2"), "mac", "x"),
+     False, "xenhil.vlab.hosts.vlab2.mac: unknown option (known: index)"),
     # Keys of the file.
     ("imports", set_in(TOP, "imports", ["evil.py"]),
      False, "imports: unknown top-level key (allowed: targets, xenhil)"),
@@ -239,6 +301,9 @@ def test_the_table_covers_every_rule() -> None:
     (VLAB1_SSH, "address", "::1"),
     (VLAB2, "link_address", "2001:db8::12"),
     (XENHIL, "timeout_factor", 0.5),
+    (VLAB1, "xen_cmdline_extra", "watchdog iommu=no-igfx,verbose conring_size=4M "
+                                 "dbgp=ehci@pci0000:00:1d.0 loglvl=all/all"),
+    (VLAB, "vcpus", 2),
 ], ids=lambda value: re.sub(r"\W", "_", str(value)) if isinstance(value, str) else None)
 def test_valid_values_load(tmp_path: Path, getter: Getter, key: str, value: object) -> None:
     data = yaml.safe_load(DEFAULT_LAB.read_text())
@@ -256,6 +321,8 @@ def test_yaml_merge_keys_may_override(tmp_path: Path) -> None:
                         " password_env: X}\n      Com1Port: {host: 127.0.1.3, port: 6231}\n"
                         "      NetworkService: {address: 127.0.1.3, username: root}\n"
                         "xenhil:\n", 1)
+    text = text.replace("      vlab2: {index: 2}\n",
+                        "      vlab2: {index: 2}\n      vlab3: {index: 3}\n", 1)
     path = tmp_path / "lab.yaml"
     path.write_text(text)
     assert load_lab(path, check_files=False).host("vlab3").bmc.address == "127.0.1.3"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
+from harness.guests.guest import write_config_command, xl_command
+from harness.migration import probe_start_command, probe_stop_command
 from harness.migration_hosts import (
     NOT_IN_NAMES,
     SSH_CLIENT_CONFIG,
@@ -142,6 +144,36 @@ def test_tcp_sink_quotes_its_address(tmp_path: Path, value: str) -> None:
     sink = calls(sink_command(value, 5201, 100, 5, output), tmp_path, "nohup")
     assert sink[0][:3] == ["nohup", "python3", "-c"]
     assert sink[0][4:] == ["5201", "100", "5", output, value]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_xl_commands_quote_every_word(tmp_path: Path, value: str) -> None:
+    assert calls(xl_command("network-attach", value, f"mac={value},bridge=xenbr0"), tmp_path,
+                 "xl") == [["xl", "network-attach", value, f"mac={value},bridge=xenbr0"]]
+    assert calls(xl_command("shutdown", "-w", value), tmp_path, "xl") == [
+        ["xl", "shutdown", "-w", value]]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_xl_config_is_written_verbatim_where_named(tmp_path: Path, value: str) -> None:
+    path = tmp_path / f"xl{value}" / f"{value}.cfg"
+    text = f"name = '{value}'\nextra = \"$(reboot) `reboot`\"\n"
+    assert calls(write_config_command(str(path), text), tmp_path) == []
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_ping_probe_quotes_its_address_and_files(tmp_path: Path, value: str) -> None:
+    log, pid_file = tmp_path / f"probe-{value}.log", tmp_path / f"probe-{value}.pid"
+    assert calls(probe_start_command(value, str(log), str(pid_file)), tmp_path, "nohup") == [
+        ["nohup", "ping", "-D", "-O", "-n", "-i", "0.1", "-W", "1", value]]
+    pid = pid_file.read_text().strip()
+    assert pid.isdigit()
+    log.write_text("PING summary\n")
+    stop = probe_stop_command(int(pid), str(log), str(pid_file))
+    assert calls(stop, tmp_path, "kill", "sleep", "cat") == [
+        ["kill", "-INT", pid], ["sleep", "0.5"], ["cat", str(log)]]
+    assert not log.exists() and not pid_file.exists()
 
 
 def free_port(address: str) -> int:

@@ -1,5 +1,6 @@
 """Secrets and host-supplied text: the BMC password redacted from a host's transcripts,
-error text shown as text (not rich markup), no environment value in an error."""
+error text shown as text (not rich markup), no environment value in an error (a file
+a lab file names is named as written)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import io
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 import harness.cli
-from harness.errors import HarnessError
-from harness.ipmi import BMC, bmc_secrets
-from harness.lab import SSHEndpoint
+from harness.drivers.ipmipower import IPMIPowerPort
+from harness.errors import ConfigError, HarnessError
+from harness.ipmi import BMC, IPMITool, bmc_secrets
+from harness.lab import DEFAULT_LAB, SSHEndpoint, load_lab
 from harness.paths import UnknownVariable, expand
 from harness.remote import CommandFailed, CommandResult, RemoteHost
+from harness.targets import lab_environment
 
 from .sshserver import SSHServer
 
@@ -98,3 +102,37 @@ def test_an_empty_secret_redacts_nothing(ssh_server: SSHServer) -> None:
     finally:
         remote.close()
     assert seen[0].command == "echo plain"
+
+
+@pytest.fixture
+def lab_with_secret_in_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A lab file whose BMC password_file is under a variable holding a secret."""
+    monkeypatch.setenv("XENHIL_TEST_SECRET", "hunter2")
+    data = yaml.safe_load(DEFAULT_LAB.read_text())
+    for host in ("vlab1", "vlab2"):
+        data["targets"][host]["resources"]["IPMIPowerPort"]["password_file"] = (
+            "/nonexistent/${XENHIL_TEST_SECRET}/bmc-password")
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_missing_file_is_named_as_written(lab_with_secret_in_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_lab(lab_with_secret_in_path)
+    assert "hunter2" not in str(raised.value)
+    assert str(raised.value).endswith("host vlab1: IPMIPowerPort.password_file: "
+                                      "/nonexistent/${XENHIL_TEST_SECRET}/bmc-password "
+                                      "does not exist")
+
+
+def test_the_power_driver_names_a_missing_file_as_written(
+        lab_with_secret_in_path: Path) -> None:
+    lab = load_lab(lab_with_secret_in_path, check_files=False)
+    with lab_environment(lab) as environment:
+        bmc = environment.get_target("vlab1").get_resource(IPMIPowerPort).bmc("vlab1")
+    assert bmc.password_file == Path("/nonexistent/hunter2/bmc-password")
+    with pytest.raises(ConfigError) as raised:
+        IPMITool(bmc).run("chassis", "power", "status")
+    assert str(raised.value) == ("host vlab1: BMC password_file "
+                                 "/nonexistent/${XENHIL_TEST_SECRET}/bmc-password does not exist")
