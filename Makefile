@@ -5,12 +5,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap openipmi ipmitool grub-pc-bin \
-	busybox-static cpio e2fsprogs fdisk openssh-client iproute2 iputils-ping python3-venv kmod
+	busybox-static cpio e2fsprogs fdisk openssh-client iproute2 iputils-ping python3-venv kmod \
+	nodejs
+# Debian packages npm apart from nodejs; NodeSource's nodejs has it and conflicts with it.
+APT_PACKAGES += $(if $(shell command -v npm),,npm)
+# Only `make test` needs these: the Allure report's offline check runs headless Chromium.
+TEST_APT_PACKAGES := chromium
+# The Allure 3 CLI (npm package `allure`), pinned by its package-lock.json.
+ALLURE := tools/allure
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv run test lint unit e2e vlab-build clean-vlab
+.PHONY: setup apt venv allure run test lint unit e2e vlab-build clean-vlab
 
-setup: apt venv
+setup: apt venv allure
 
 # Installs only what is missing, so a ready machine does not wait for apt.
 apt:
@@ -31,6 +38,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+allure: $(ALLURE)/node_modules/.installed
+
+# Its dependencies (chokidar 5) declare Node.js >= 20.19: Debian 13's nodejs, not 12's.
+# npm ci empties node_modules first, so the stamp goes only after a complete install.
+$(ALLURE)/node_modules/.installed: $(ALLURE)/package-lock.json | apt
+	@node -e 'const [major, minor] = process.versions.node.split(".").map(Number); process.exit(major * 100 + minor >= 2019 ? 0 : 1)' \
+		|| { echo "Allure 3 needs Node.js >= 20.19, this is $$(node --version)"; exit 1; }
+	cd $(ALLURE) && npm ci --no-audit --no-fund
+	touch $@
+
 vlab-build: setup
 	$(BIN)/xenhil vlab build
 
@@ -44,6 +61,7 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
+test: APT_PACKAGES += $(TEST_APT_PACKAGES)
 test: setup lint vlab-build
 	$(BIN)/pytest --durations=20 tests
 
