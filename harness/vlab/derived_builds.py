@@ -81,11 +81,10 @@ class Derived:
 
 
 DERIVED = (
-    Derived(f"{BASE}-vifbroken", "+xenhil.vifbroken1", False, True),
-    Derived(f"series/{BASE}+xenhil.1", "+xenhil.1", True, False),
-    Derived(f"series/{BASE}+xenhil.2", "+xenhil.2", True, False),
-    Derived(f"series/{BASE}+xenhil.3", "+xenhil.3", True, True),
-    Derived(f"series/{BASE}+xenhil.4", "+xenhil.4", True, True),
+    Derived(f"{BASE}-vifbroken", "+xenhil.vifbroken1", whole_source=False,
+            vif_bridge_broken=True),
+    *(Derived(f"series/{BASE}+xenhil.{n}", f"+xenhil.{n}", whole_source=True,
+              vif_bridge_broken=n >= 3) for n in (1, 2, 3, 4)),
 )
 
 
