@@ -33,6 +33,7 @@ examples:
   xenhil lab check --lab labs/my-lab.yaml
   xenhil console vlab1              live com1, read-only
   xenhil vlab build                 build the virtual lab's image and default Xen builds
+                                    (and the defective and series builds derived from them)
   xenhil vlab up                    start the virtual lab's BMCs (hosts stay off)
   xenhil power vlab1 on             power a host on through its BMC
   xenhil vlab status                what runs, on which ports, power state
@@ -52,10 +53,13 @@ def cmd_vlab_build(args: argparse.Namespace) -> int:
     from .guests.guest import public_key_line
     from .guests.image import build_guest_image
     from .vlab.builds import fetch_builds
+    from .vlab.derived_builds import make_derived_builds
     from .vlab.image import build_image
 
     image = build_image(cache_dir(), force=args.force)
     builds = fetch_builds(cache_dir(), image, force=args.force)
+    # the defective build and the bisection series, for the harness's self-tests
+    builds += make_derived_builds(cache_dir(), force=args.force)
     # The same guest image the guest scenarios ask for (root's key is the lab's key).
     guest = build_guest_image(cache_dir(), [public_key_line(image.ssh_key)], force=args.force)
     console.print(f"image: {image.disk}")
@@ -288,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     vlab = commands.add_parser("vlab", help="the virtual lab: QEMU hosts behind ipmi_sim BMCs")
     vlab_commands = vlab.add_subparsers(dest="vlab_command", required=True, metavar="ACTION")
     build = vlab_commands.add_parser(
-        "build", help="build (or reuse) the dom0 image and the default Xen builds")
+        "build", help="build (or reuse) the dom0 image, the default Xen builds and the "
+                      "self-test builds derived from them")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(func=cmd_vlab_build)
     vlab_commands.add_parser(
