@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap openipmi ipmitool grub-pc-bin \
-	busybox-static cpio e2fsprogs fdisk openssh-client iproute2 iputils-ping python3-venv kmod
+	busybox-static cpio e2fsprogs fdisk openssh-client iproute2 iputils-ping python3-venv kmod \
+	postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup apt venv run test lint unit e2e vlab-build clean-vlab
