@@ -2,4 +2,8 @@
 
 records: the plain data a run leaves (run, hosts, results, figures), shared by the
 database layer (db), the comparison rules (compare) and the reports.
+db, models, migrations/: the database (SQLite or PostgreSQL, Alembic migrations).
+recorder: the pytest plugin writing each finished test (--results-db).
+host_facts: what a booted host runs (Xen, dom0 kernel, microcode, firmware, BMC).
+views: the database's runs and a test's history as terminal tables.
 """
