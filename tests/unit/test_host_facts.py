@@ -4,19 +4,34 @@ info` answered by the virtual lab's BMC (ipmi_sim with its lab definition)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from harness.ipmi import BMC, IPMITool
+from harness.lab import SSHEndpoint
+from harness.remote import CommandResult, RemoteHost
 from harness.results.host_facts import (
     CMDLINE_LIMIT,
     FIELD_LIMIT,
     clean,
     firmware_text,
+    gather,
     parse_cpuinfo,
     parse_dmidecode_string,
     parse_mc_info,
     parse_uname_release,
     parse_xen,
 )
+from harness.vlab.machine import BMC_COMMANDS
+
+from .sshserver import SSHServer
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -71,3 +86,79 @@ def test_untrusted_text_is_cut_and_loses_control_characters() -> None:
     assert clean("a\x00b\rc\u202ed") == "abcd"
     cmdline = parse_xen("xen_commandline : " + "x" * 5000)[1]
     assert len(cmdline) == CMDLINE_LIMIT
+
+
+class LabHost:
+    """What gather() uses of a harness.host.Host: its name, commands over SSH, and its
+    power driver (here the IPMI tool itself, against a real ipmi_sim)."""
+
+    def __init__(self, remote: RemoteHost, power: object) -> None:
+        self.name = remote.name
+        self.remote = remote
+        self.power = power
+
+    def run(self, command: str, *, check: bool = True) -> CommandResult:
+        return self.remote.run(command, check=check, timeout=30)
+
+
+@pytest.fixture
+def bmc(tmp_path: Path) -> Iterator[BMC]:
+    """ipmi_sim, with the virtual lab's BMC definition, on a free loopback UDP port."""
+    if shutil.which("ipmi_sim") is None:
+        pytest.skip("ipmi_sim is not installed (make setup installs Debian's openipmi)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "state").mkdir()
+    (tmp_path / "password").write_text("facts-test\n")
+    config = tmp_path / "lan.conf"
+    config.write_text("\n".join([
+        'name "xenhil-facts"', "set_working_mc 0x20", "  startlan 1",
+        f"    addr 127.0.0.1 {port}", "    priv_limit admin", "    allowed_auths_admin md5",
+        f"    guid {1:032x}",  # without one, ipmi_sim refuses RMCP+ sessions
+        "  endlan", '  user 2 true "admin" "facts-test" admin 10 md5', ""]))
+    (tmp_path / "bmc.emu").write_text(BMC_COMMANDS)
+    simulator = subprocess.Popen(["ipmi_sim", "-n", "-c", str(config), "-f",
+                                  str(tmp_path / "bmc.emu"), "-s", str(tmp_path / "state")],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    try:
+        yield BMC("vlab1", "127.0.0.1", port=port, password_file=tmp_path / "password")
+    finally:
+        simulator.kill()
+        simulator.wait(timeout=10)
+
+
+def test_gather_from_a_host_over_ssh_and_its_bmc(ssh_server: SSHServer, bmc: BMC) -> None:
+    endpoint = SSHEndpoint("127.0.0.1", ssh_server.port, "root", ssh_server.client_key_file,
+                           ssh_server.host_public_key_file)
+    remote = RemoteHost("vlab1", endpoint)
+    try:
+        # this machine runs no Xen, nor (here) dmidecode: those fields stay empty
+        record = gather(LabHost(remote, IPMITool(bmc, retries=5, retry_delay=0.5)))
+    finally:
+        remote.close()
+    assert record.name == "vlab1"
+    assert (record.xen_version, record.xen_cmdline) == ("", "")
+    assert record.dom0_kernel == os.uname().release
+    assert (record.cpu_model, record.microcode) == parse_cpuinfo(
+        Path("/proc/cpuinfo").read_text())
+    if shutil.which("dmidecode") is None:
+        assert record.firmware == ""
+    assert record.bmc_firmware == "9.08"  # ipmi_sim, as the lab defines it
+
+
+def test_gather_leaves_the_bmc_firmware_empty_when_the_bmc_does_not_answer(
+        ssh_server: SSHServer, tmp_path: Path) -> None:
+    endpoint = SSHEndpoint("127.0.0.1", ssh_server.port, "root", ssh_server.client_key_file,
+                           ssh_server.host_public_key_file)
+    (tmp_path / "password").write_text("x\n")
+    silent = BMC("vlab1", "127.0.0.1", port=9, password_file=tmp_path / "password")
+    remote = RemoteHost("vlab1", endpoint)
+    start = time.monotonic()
+    try:
+        record = gather(LabHost(remote, IPMITool(silent, retries=1, call_timeout=3)))
+    finally:
+        remote.close()
+    assert time.monotonic() - start < 10  # bounded by the BMC call's timeout
+    assert record.bmc_firmware == "" and record.dom0_kernel == os.uname().release
