@@ -259,6 +259,10 @@ class ResultsDB:
             row = session.scalar(select(Run).where(Run.id == run_id).options(*_WITH_RESULTS))
             return None if row is None else _run_record(row, results=True)
 
+    def has_run(self, run_id: str) -> bool:
+        with self._read() as session:
+            return session.scalar(select(Run.id).where(Run.id == run_id)) is not None
+
     def runs(self, limit: int = 20, profile: str | None = None,
              lab: str | None = None) -> list[RunRecord]:
         """The newest runs first, with their hosts; their `results` are left empty

@@ -36,7 +36,7 @@ from ..errors import ConfigError
 from ..lab import load_lab
 from ..paths import PROJECT_ROOT
 from ..plugin import FIGURES, default_run_id
-from .db import ResultsDB, describe_url
+from .db import ResultsDB, UnknownRun, describe_url
 from .host_facts import gather
 from .records import STATUSES, Figure, ResultRecord, RunRecord
 
@@ -70,6 +70,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.run_id = default_run_id()
     try:
         db = ResultsDB.open(url)
+        if config.getoption("--record-run") and not db.has_run(config.option.run_id):
+            db.close()
+            raise pytest.UsageError(f"--record-run: results database {describe_url(url)} "
+                                    f"has no run {config.option.run_id}")
     except (ConfigError, SQLAlchemyError) as error:
         raise pytest.UsageError(f"results database {describe_url(url)}: {error}") from None
     recorder = Recorder(config, db, describe_url(url))
@@ -173,7 +177,7 @@ class Recorder:
         still holds every result."""
         try:
             write()
-        except SQLAlchemyError as error:
+        except (SQLAlchemyError, UnknownRun) as error:
             log.error("results database %s: %s not recorded: %s", self.where, what, error)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:

@@ -127,6 +127,7 @@ def test_a_run_round_trips_with_hosts_results_and_figures(db: ResultsDB) -> None
                                   "results": (first, second)})
     assert stored.started is not None and stored.started.tzinfo is not None
     assert db.get_run("no-such-run") is None
+    assert db.has_run(run.id) and not db.has_run("no-such-run")
 
 
 def test_start_run_replaces_a_run_of_the_same_id(db: ResultsDB) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from harness.results.db import ResultsDB
 from harness.results.recorder import plain_verdict, result_from_allure
-from harness.results.records import Figure, RunRecord
+from harness.results.records import Figure, HostRecord, RunRecord
 
 TESTS = textwrap.dedent('''
     from pathlib import Path
@@ -48,6 +48,17 @@ TESTS = textwrap.dedent('''
     @pytest.mark.skip(reason="needs fc_hba")
     def test_skipped():
         pass
+
+
+    def test_boots_a_host(request):
+        class Unreachable:  # what gather() uses of a host, here one that answers nothing
+            name = "vlab1"
+            power = None
+
+            def run(self, command, check=True):
+                raise ConnectionError("no route to host")
+
+        request.config.hook.pytest_xenhil_host_booted(host=Unreachable())
 
 
     def test_fails_once():
@@ -87,6 +98,7 @@ def test_each_test_is_recorded_with_status_figures_and_attempt(project: Path) ->
         db.close()
 
     assert run is not None and run.verdict == "" and run.ended is None  # the caller's
+    assert run.hosts == (HostRecord("vlab1"),)  # a host that told nothing: recorded empty
     by_id = {(result.test_id, result.attempt): result for result in run.results}
     assert [(test_id, attempt, by_id[test_id, attempt].status) for test_id, attempt
             in by_id] == [
@@ -94,6 +106,7 @@ def test_each_test_is_recorded_with_status_figures_and_attempt(project: Path) ->
         ("test_tiny.py::test_fails", 1, "failed"),
         ("test_tiny.py::test_breaks", 1, "broken"),
         ("test_tiny.py::test_skipped", 1, "skipped"),
+        ("test_tiny.py::test_boots_a_host", 1, "passed"),
         ("test_tiny.py::test_fails_once", 1, "failed"),
         ("test_tiny.py::test_fails_once", 2, "passed"),
     ]
@@ -128,6 +141,12 @@ def test_without_record_run_the_session_records_its_own_run(project: Path) -> No
     assert run.started is not None and run.ended is not None and run.ended >= run.started
     assert "@" in run.runner
     assert [result.status for result in run.results] == ["passed", "skipped"]
+
+
+def test_record_run_needs_the_run_recorded(project: Path) -> None:
+    done = run_pytest(project, "--results-db", f"sqlite:///{project}/results.sqlite",
+                      "--record-run", "--run-id", "never-made")
+    assert done.returncode == 4 and "has no run never-made" in done.stderr
 
 
 def test_results_db_needs_alluredir(project: Path) -> None:
