@@ -25,6 +25,7 @@ import socket
 import subprocess
 from collections.abc import Generator, Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import allure_commons
@@ -183,8 +184,12 @@ class Recorder:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not self.owns_run:
             return
-        lab = load_lab(self.config.getoption("--lab"), check_files=False)
-        run = RunRecord(id=self.run_id, profile="", lab=lab.name, kind="adhoc",
+        lab_path = Path(self.config.getoption("--lab"))
+        try:
+            lab = load_lab(lab_path, check_files=False).name
+        except ConfigError:  # the lab fixture says what is wrong with it, in its tests
+            lab = lab_path.stem
+        run = RunRecord(id=self.run_id, profile="", lab=lab, kind="adhoc",
                         started=datetime.now(UTC), runner=runner_identity(),
                         revision=harness_revision())
         self._write(f"run {self.run_id}", lambda: self.db.start_run(run))
