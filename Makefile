@@ -9,8 +9,9 @@ APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap openipmi ipmitool grub-pc
 	nodejs
 # Debian packages npm apart from nodejs; NodeSource's nodejs has it and conflicts with it.
 APT_PACKAGES += $(if $(shell command -v npm),,npm)
-# Only `make test` needs these: the Allure report's offline check runs headless Chromium.
-TEST_APT_PACKAGES := chromium
+# Only `make test` needs these: the Allure report's offline check runs headless Chromium,
+# the results database is tested on a PostgreSQL started by the tests.
+TEST_APT_PACKAGES := chromium postgresql
 # The Allure 3 CLI (npm package `allure`), pinned by its package-lock.json.
 ALLURE := tools/allure
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -149,6 +149,10 @@ class IPMITool:
     def power_off(self) -> None:
         self.run("chassis", "power", "off")
 
+    def mc_info(self) -> str:
+        """`ipmitool mc info`: the BMC's device id, firmware revision, IPMI version."""
+        return self.run("mc", "info")
+
     def power_cycle(self, off_timeout: float = 30.0) -> None:
         """Off, wait until the BMC reports off, then on: a new power-on every time.
         (ipmi_sim answers `chassis power cycle` of a machine that just reset itself,

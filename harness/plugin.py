@@ -1,6 +1,8 @@
 """The pytest plugin: options, markers, fixtures and reports of the harness, in one place.
 
-Options: --lab, --build, --hosts, --run-id (see `pytest --help`, group xen-hil).
+Options: --lab, --build, --hosts, --run-id (see `pytest --help`, group xen-hil); the
+results database's --results-db, --record-run, --attempt (harness.results.recorder).
+Hook: pytest_xenhil_host_booted(host), once a host runs the build under test.
 Fixtures, each built on the one before:
   lab        the validated lab file
   xenhil     the run: its id, its reports directory, every selected host with com1
@@ -27,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,8 +59,9 @@ from .remote import SSHUnavailable, Transcript
 
 log = logging.getLogger(__name__)
 
-# Verdicts: fault-first failures, interruption, what a failure collects.
-pytest_plugins = ["harness.verdicts"]
+# Verdicts: fault-first failures, interruption, what a failure collects; the results
+# database writer (--results-db).
+pytest_plugins = ["harness.verdicts", "harness.results.recorder"]
 
 MARKERS = {
     "area(name)": "scenario area: boot, guests, networking, storage, migration, supportconfig",
@@ -82,6 +85,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="use a host that already runs the build as it is, without "
                          "installing or power cycling (to iterate on scenarios; a run "
                          "for the record boots every host fresh)")
+
+
+class HostHooks:
+    """Hooks of the harness for other plugins."""
+
+    @pytest.hookspec
+    def pytest_xenhil_host_booted(self, host: Host) -> None:
+        """`host` was booted into the build under test, or found running it
+        (--reuse-booted): once per boot, before the test that asked for it."""
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(HostHooks)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -194,19 +210,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 class BootedHosts:
     """Installs and boots the build on a host the first time a test asks for it."""
 
-    def __init__(self, run: XenhilRun, build: XenBuild, reuse: bool = False) -> None:
+    def __init__(self, run: XenhilRun, build: XenBuild, reuse: bool = False,
+                 on_booted: Callable[[Host], object] = lambda host: None) -> None:
         self.run = run
         self.build = build
         self.reuse = reuse
+        self.on_booted = on_booted
 
     def get(self, name: str) -> Host:
         host = self.run.hosts[name]
         host.check_not_broken()  # its remaining tests end at once, BROKEN
         if host.booted is None and self.reuse and host.adopt_running_build(self.build):
+            self.on_booted(host)
             return host
         if host.booted is None or host.booted.build != self.build:
             with allure.step(f"install {self.build.label} on {name} and boot it"):
                 host.boot_build(self.build)
+            self.on_booted(host)
         elif host.needs_recovery:
             with allure.step(f"recover {name}: power cycle into Xen"):
                 host.power_cycle_to_shell(expect_xen=True)
@@ -216,7 +236,9 @@ class BootedHosts:
 @pytest.fixture(scope="session")
 def booted_hosts(request: pytest.FixtureRequest, xenhil: XenhilRun,
                  build: XenBuild) -> BootedHosts:
-    return BootedHosts(xenhil, build, reuse=request.config.getoption("--reuse-booted"))
+    return BootedHosts(xenhil, build, reuse=request.config.getoption("--reuse-booted"),
+                       on_booted=lambda host: request.config.hook.pytest_xenhil_host_booted(
+                           host=host))
 
 
 @pytest.fixture

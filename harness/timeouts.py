@@ -43,6 +43,8 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "xl_restore": (200, "`xl restore` of a guest to return (osstest: 200 s)"),
     "xl_migrate": (400, "`xl migrate` of a guest to return (osstest: 400 s)"),
     "guest_counter": (10, "a running guest's seconds counter to count on"),
+    "results_db": (30, "the results database: a connection, another writer's lock, "
+                   "one statement"),
 }
 
 

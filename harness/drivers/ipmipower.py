@@ -109,3 +109,9 @@ class IPMIPowerDriver(Driver, PowerResetMixin, PowerProtocol):
         """The power state, for a monitor thread: not a step, because labgrid's step
         log is one stack per process, owned by the thread that runs the steps."""
         return self._tool().power_status()
+
+    @Driver.check_active
+    def mc_info(self) -> str:
+        """`ipmitool mc info` (the BMC's firmware revision, for the results database):
+        a read, not a step, like poll."""
+        return self._tool().mc_info()

@@ -5,4 +5,8 @@ database layer (db), the comparison rules (compare) and the reports.
 known: the reviewed known-issues file. figure_checks: figures against their history.
 compare: labels and verdict of a run against its baseline. render: the comparison as
 text, and the label classes of the HTML pages.
+db, models, migrations/: the database (SQLite or PostgreSQL, Alembic migrations).
+recorder: the pytest plugin writing each finished test (--results-db).
+host_facts: what a booted host runs (Xen, dom0 kernel, microcode, firmware, BMC).
+views: the database's runs and a test's history as terminal tables.
 """
