@@ -31,6 +31,7 @@ examples:
   xenhil run --build DIR --hosts vlab1 -- -k dmesg
   xenhil report RUN_ID              index.html and junit.xml of a run that was killed
   xenhil lab check --lab labs/my-lab.yaml
+  xenhil --lab labs/my-lab.yaml lab trust xen-r640-01
   xenhil console vlab1              live com1, read-only
   xenhil vlab build                 build the virtual lab's image and default Xen builds
                                     (and the defective and series builds derived from them)
@@ -236,6 +237,48 @@ def cmd_lab_check(args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
+def cmd_lab_trust(args: argparse.Namespace) -> int:
+    """Show the SSH host key a host presents; record it in the lab's known_hosts file
+    once confirmed."""
+    from .host_keys import (
+        describe_key,
+        known_hosts_name,
+        presented_key,
+        record_key,
+        trusted_keys,
+    )
+
+    lab = _lab(args, check_files=False)  # the login key and BMC password are not needed
+    spec = lab.host(args.host)
+    endpoint = spec.ssh
+    if endpoint.known_hosts_file is None:
+        raise ConfigError(f"{lab.path}: host {spec.name} has no ssh_known_hosts to record "
+                          "its key in; name one under xenhil.defaults or "
+                          f"xenhil.hosts.{spec.name} (e.g. `ssh_known_hosts: known_hosts`)")
+    key = presented_key(endpoint.address, endpoint.port, timeout=args.timeout)
+    console.print(escape(f"{spec.name} ({endpoint.address}:{endpoint.port}) presents "
+                         f"{describe_key(key)}"))
+    known = trusted_keys(endpoint).lookup(known_hosts_name(endpoint.address, endpoint.port))
+    if known is not None and key in known.values():
+        console.print("already trusted: nothing to record")
+        return 0
+    for old in known.values() if known is not None else ():
+        console.print(escape(f"it replaces the key trusted until now: {describe_key(old)}"))
+    if not args.yes:
+        try:
+            answer = console.input(escape(f"trust it and record it in "
+                                          f"{endpoint.known_hosts_file}? [y/N] "))
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            console.print("not recorded")
+            return 1
+    record_key(endpoint.known_hosts_file, endpoint.address, endpoint.port, key)
+    console.print(escape(f"recorded in {endpoint.known_hosts_file} as "
+                         f"{known_hosts_name(endpoint.address, endpoint.port)}"))
+    return 0
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     """Show a host's com1 live; keyboard input goes to it only with --write."""
     import select
@@ -347,6 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="validate the lab file and reach every BMC, console and SSH endpoint")
     check.add_argument("--hosts", help="comma-separated hosts (default: all)")
     check.set_defaults(func=cmd_lab_check)
+    trust = lab_commands.add_parser(
+        "trust", help="show a host's SSH host key and record it in the lab's known_hosts",
+        description="Connects to the host's SSH endpoint (no login), shows the key type and "
+                    "SHA256 fingerprint it presents and, once you confirm, records it in the "
+                    "file the lab names as ssh_known_hosts ([address]:port off port 22, as "
+                    "OpenSSH does), replacing the key it had. Compare the fingerprint with "
+                    "the host's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on "
+                    "its console) before you confirm.")
+    trust.add_argument("host", help="host name from the lab file")
+    trust.add_argument("--yes", action="store_true", help="record without asking (scripts)")
+    trust.add_argument("--timeout", type=float, default=15.0,
+                       help="seconds to wait for the host's key (default: %(default)s)")
+    trust.set_defaults(func=cmd_lab_trust)
 
     console_parser = commands.add_parser(
         "console", help="show a host's com1 live (read-only unless --write)",

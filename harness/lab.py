@@ -35,6 +35,7 @@ HOST_OPTIONS = {
     "xen_cmdline_extra": str,
     "ssh_key_file": str,
     "ssh_host_key_file": str,
+    "ssh_known_hosts": str,
     "link_address": str,
     "routed_guest_network": str,
     "nat_guest_network": str,
@@ -90,7 +91,8 @@ class SSHEndpoint:
     port: int
     username: str
     key_file: Path | None
-    host_key_file: Path | None
+    host_key_file: Path | None  # the host's public key, pinned
+    known_hosts_file: Path | None = None  # OpenSSH's format; `xenhil lab trust` adds to it
 
 
 @dataclass(frozen=True)
@@ -389,6 +391,13 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
                          f"{link_address!r} is not an IP address or a DNS name")
     key_file = options.get("ssh_key_file")
     host_key_file = options.get("ssh_host_key_file")
+    known_hosts = options.get("ssh_known_hosts")
+    if not host_key_file and not known_hosts:
+        raise check.fail(where, "nothing to check its SSH host key against: name "
+                         "ssh_known_hosts (a known_hosts file; `xenhil lab trust` fills it) or "
+                         "ssh_host_key_file (its public key), under xenhil.defaults or "
+                         f"xenhil.hosts.{name}; without one, any machine answering on its "
+                         "address would be trusted")
     return HostSpec(
         name=name,
         bmc=bmc,
@@ -402,6 +411,9 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
                       if key_file else None),
             host_key_file=(check.file(host_key_file, f"{where}: ssh_host_key_file",
                                       check_files) if host_key_file else None),
+            # Need not exist yet: `xenhil lab trust` creates it.
+            known_hosts_file=(check.file(known_hosts, f"{where}: ssh_known_hosts", False)
+                              if known_hosts else None),
         ),
         family=family,
         timeout_factor=factor,

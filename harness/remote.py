@@ -13,7 +13,6 @@ and is what it raises.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import select
@@ -28,6 +27,7 @@ import paramiko
 
 from .errors import HarnessError, InfrastructureError
 from .health import HostHealth
+from .host_keys import HostKeyRefused, changed_key, trust_only_lab_keys
 from .lab import SSHEndpoint
 
 log = logging.getLogger(__name__)
@@ -132,16 +132,7 @@ class RemoteHost:
 
     def _handshake(self, client: paramiko.SSHClient, timeout: float) -> paramiko.SSHClient:
         endpoint = self.endpoint
-        if endpoint.host_key_file is not None:
-            keytype, key = endpoint.host_key_file.read_text().split()[:2]
-            name = (endpoint.address if endpoint.port == 22
-                    else f"[{endpoint.address}]:{endpoint.port}")
-            client.get_host_keys().add(
-                name, keytype, paramiko.PKey.from_type_string(keytype, base64.b64decode(key)))
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        else:
-            # No pinned key in the lab file: lab hosts are reinstalled all the time.
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        trust_only_lab_keys(client, self.name, endpoint)
         try:
             client.connect(
                 endpoint.address, port=endpoint.port, username=endpoint.username,
@@ -149,11 +140,12 @@ class RemoteHost:
                 look_for_keys=endpoint.key_file is None, allow_agent=False,
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
             )
+        except HostKeyRefused:
+            client.close()
+            raise
         except paramiko.BadHostKeyException as error:
             client.close()
-            raise SSHUnavailable(
-                f"{self.name}: SSH host key of {endpoint.address}:{endpoint.port} does not "
-                f"match {endpoint.host_key_file}: {error}") from None
+            raise changed_key(self.name, endpoint, error.key, error.expected_key) from None
         except paramiko.AuthenticationException as error:
             client.close()
             raise SSHUnavailable(

@@ -9,12 +9,12 @@ under the guest's name, like every command on a host.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import paramiko
 
 from ..host import Host
+from ..host_keys import HostKeyRefused, changed_key, trust_only_lab_keys
 from ..lab import SSHEndpoint
 from ..remote import CommandResult, RemoteHost, SSHUnavailable
 
@@ -61,12 +61,7 @@ class GuestShell(RemoteHost):
                 f"{self.name}: {self.via.name} cannot connect to {target[0]}:{target[1]}: "
                 f"{error or type(error).__name__}") from None
         client = paramiko.SSHClient()
-        if endpoint.host_key_file is not None:
-            keytype, key = endpoint.host_key_file.read_text().split()[:2]
-            client.get_host_keys().add(
-                endpoint.address, keytype,
-                paramiko.PKey.from_type_string(keytype, base64.b64decode(key)))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        trust_only_lab_keys(client, self.name, endpoint)  # the key pinned in its image
         try:
             client.connect(
                 endpoint.address, port=endpoint.port, username=endpoint.username,
@@ -74,6 +69,14 @@ class GuestShell(RemoteHost):
                 look_for_keys=endpoint.key_file is None, allow_agent=False, sock=channel,
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
             )
+        except HostKeyRefused:
+            client.close()
+            channel.close()
+            raise
+        except paramiko.BadHostKeyException as error:
+            client.close()
+            channel.close()
+            raise changed_key(self.name, endpoint, error.key, error.expected_key) from None
         except (OSError, paramiko.SSHException, EOFError) as error:
             client.close()
             channel.close()

@@ -77,6 +77,7 @@ TOP = at()
 XENHIL = at("xenhil")
 VLAB = at("xenhil", "vlab")
 VLAB_MACHINES = at("xenhil", "vlab", "hosts")
+DEFAULTS = at("xenhil", "defaults")
 VLAB1 = at("xenhil", "hosts", "vlab1")
 VLAB2 = at("xenhil", "hosts", "vlab2")
 VLAB1_IPMI = at("targets", "vlab1", "resources", "IPMIPowerPort")
@@ -143,6 +144,17 @@ ROWS: list[tuple[str, Mutation | str, bool, str]] = [
      False, "host vlab1: NetworkService.address: 'aaaa"),
     ("link address", set_in(VLAB2, "link_address", "198.51.100.12 && reboot"),
      False, "host vlab2: link_address: '198.51.100.12 && reboot' is not an IP address"),
+    # SSH host keys: every host has something to check its key against.
+    ("no host key to check against", delete_in(DEFAULTS, "ssh_host_key_file"),
+     False, "host vlab1: nothing to check its SSH host key against: name ssh_known_hosts"),
+    ("pinned host key empty", set_in(DEFAULTS, "ssh_host_key_file", ""),
+     False, "host vlab1: nothing to check its SSH host key against"),
+    ("known_hosts with an unset variable",
+     set_in(VLAB2, "ssh_known_hosts", "${XENHIL_TEST_UNSET_VARIABLE}/known_hosts"),
+     False, "host vlab2: ssh_known_hosts: refers to ${XENHIL_TEST_UNSET_VARIABLE}, which is "
+            "not set"),
+    ("known_hosts not a path", set_in(VLAB1, "ssh_known_hosts", ["known_hosts"]),
+     False, "host vlab1.ssh_known_hosts: expected str, got ['known_hosts']"),
     # Timeout factors and timeouts.
     ("lab factor negative", set_in(XENHIL, "timeout_factor", -1),
      False, "xenhil.timeout_factor: must be a finite number greater than 0, got -1"),
@@ -304,6 +316,7 @@ def test_the_table_covers_every_rule() -> None:
     (VLAB1, "xen_cmdline_extra", "watchdog iommu=no-igfx,verbose conring_size=4M "
                                  "dbgp=ehci@pci0000:00:1d.0 loglvl=all/all"),
     (VLAB, "vcpus", 2),
+    (VLAB2, "ssh_known_hosts", "lab.known_hosts"),
 ], ids=lambda value: re.sub(r"\W", "_", str(value)) if isinstance(value, str) else None)
 def test_valid_values_load(tmp_path: Path, getter: Getter, key: str, value: object) -> None:
     data = yaml.safe_load(DEFAULT_LAB.read_text())
@@ -311,6 +324,21 @@ def test_valid_values_load(tmp_path: Path, getter: Getter, key: str, value: obje
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     load_lab(path, check_files=False)
+
+
+def test_a_known_hosts_file_alone_will_do_and_need_not_exist_yet(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XENHIL_CACHE", str(tmp_path))
+    (tmp_path / "vlab" / "keys").mkdir(parents=True)
+    for name in ("bmc-password", "keys/id_ed25519"):
+        (tmp_path / "vlab" / name).write_text("x\n")
+    data = yaml.safe_load(DEFAULT_LAB.read_text())
+    del data["xenhil"]["defaults"]["ssh_host_key_file"]
+    data["xenhil"]["defaults"]["ssh_known_hosts"] = "keys/lab.known_hosts"
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    ssh = load_lab(path, check_files=True).host("vlab2").ssh
+    assert (ssh.known_hosts_file, ssh.host_key_file) == (tmp_path / "keys/lab.known_hosts", None)
 
 
 def test_yaml_merge_keys_may_override(tmp_path: Path) -> None:
