@@ -2,34 +2,78 @@
 their Xen supports.
 
 Pairing: every dom0 of a pair trusts every other's (and its own) root SSH key, knows
-their host keys (pinned from the lab file) and resolves their lab names to their link
-addresses, so `xl migrate GUEST PEER` works (xl runs `ssh PEER xl migrate-receive`).
+their host keys (pinned or known to the lab) and resolves their lab names to their
+link addresses, so `xl migrate GUEST PEER` works (xl runs `ssh PEER xl
+migrate-receive`). It lasts one test (`paired`): a build that takes over one dom0 must
+not keep root on the other in later runs. Its keys, known_hosts and ssh client config
+are files of its own; its lines in /etc/hosts and authorized_keys end with PEER_MARK.
+Unpairing removes all of it, and the leak check verifies that nothing is left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .errors import ConfigError, InfrastructureError
 from .host import Host
+from .host_keys import known_hosts_name, trusted_keys
+from .leaks import LeakCheck
+from .remote import SSHUnavailable
 from .xl import parse_xl_info
 
+log = logging.getLogger(__name__)
+
 PEER_MARK = "xen-hil-migration-peer"  # ends the lines the harness adds to /etc/hosts
-DOM0_KEY = "/root/.ssh/id_ed25519"
+AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
+KNOWN_HOSTS = "/root/.ssh/known_hosts"  # earlier versions added marked lines here
+# The pairing's own files: its key, the peers' host keys, a note that it made
+# authorized_keys (so that unpairing removes it again).
+TRUST_DIR = "/root/.ssh/xenhil-migration"
+TRUST_KEY = f"{TRUST_DIR}/id_ed25519"
+TRUST_KNOWN_HOSTS = f"{TRUST_DIR}/known_hosts"
+MADE_AUTHORIZED_KEYS = f"{TRUST_DIR}/made-authorized_keys"
 SSH_CLIENT_CONFIG = "/etc/ssh/ssh_config.d/xenhil-migration.conf"  # Debian includes it
+# What of a pairing can be left on a host, for the leak check: its marked lines, its
+# files, and authorized_keys (which it may have made).
+TRUST_SNAPSHOT = f"""
+echo '## migration trust'
+grep -sH ' {PEER_MARK}$' /etc/hosts {AUTHORIZED_KEYS} {KNOWN_HOSTS}
+ls -d {TRUST_DIR} {SSH_CLIENT_CONFIG} {AUTHORIZED_KEYS} 2>/dev/null
+true
+"""
+
+
+@contextlib.contextmanager
+def paired(hosts: Sequence[Host]) -> Iterator[None]:
+    """`hosts` paired (`pair_hosts`) for the body, unpaired afterwards; then Leaked if
+    any trace of the pairing is left on one of them."""
+    trust = LeakCheck(TRUST_SNAPSHOT, after="their pairing for migration was removed",
+                      settles=False)
+    for host in hosts:
+        trust.watch(host)
+    try:
+        pair_hosts(hosts)
+        yield
+    finally:
+        for unreached in unpair_hosts(hosts, reachable_only=True):
+            trust.before.pop(unreached.name)  # nothing removed there, nothing to verify
+        trust.verify()
 
 
 def pair_hosts(hosts: Sequence[Host]) -> None:
-    """Let the dom0s of `hosts` `xl migrate` to each other and to themselves (idempotent);
-    each one then proves it can SSH to every name in batch mode."""
+    """Let the dom0s of `hosts` `xl migrate` to each other and to themselves, with
+    fresh keys (a pairing left over is replaced); each one then proves it can SSH to
+    every name in batch mode."""
     missing = [host.name for host in hosts if host.spec.link_address is None]
     if missing:
         raise ConfigError(f"{', '.join(missing)}: no link_address in the lab file; "
                           "migration goes over the host-to-host link")
     peers = [(host.name, str(host.spec.link_address)) for host in hosts]
-    public_keys = [host.run(keygen_command(host.name)).stdout.strip() for host in hosts]
+    public_keys = [(host.name, host.run(keygen_command()).stdout) for host in hosts]
     for host in hosts:
         host.run(pairing_script(peers, public_keys, _known_hosts(host, hosts)))
     for host in hosts:
@@ -41,10 +85,31 @@ def pair_hosts(hosts: Sequence[Host]) -> None:
                     f"migrate): {(result.stderr or result.stdout).strip()}")
 
 
-def keygen_command(name: str) -> str:
-    """Make dom0's root key unless it has one; print its public half."""
-    return (f"test -f {DOM0_KEY} || ssh-keygen -q -t ed25519 -N '' "
-            f"-C {shlex.quote(f'xenhil-{name}')} -f {DOM0_KEY}; cat {DOM0_KEY}.pub")
+def unpair_hosts(hosts: Sequence[Host], *, reachable_only: bool = False) -> list[Host]:
+    """Remove every trace of a pairing from `hosts`. With `reachable_only`, a host that
+    is down (crashed, hung, no SSH) is left alone and returned: its next pairing
+    removes the traces first."""
+    skipped = []
+    for host in hosts:
+        if reachable_only and host.health.current is not None:
+            skipped.append(host)
+            continue
+        try:
+            host.run(unpairing_script())
+        except SSHUnavailable as error:
+            if not reachable_only:
+                raise
+            log.warning("%s: migration pairing not removed, the host does not answer: %s",
+                        host.name, error)
+            skipped.append(host)
+    return skipped
+
+
+def keygen_command() -> str:
+    """Make a new key for the pairing; print its public half."""
+    return (f"mkdir -p -m 700 /root/.ssh {TRUST_DIR} && rm -f {TRUST_KEY} {TRUST_KEY}.pub && "
+            f"ssh-keygen -q -t ed25519 -N '' -C {PEER_MARK} -f {TRUST_KEY} && "
+            f"cat {TRUST_KEY}.pub")
 
 
 def ssh_check_command(peer: str) -> str:
@@ -62,60 +127,79 @@ def _one_line_word(value: str, what: str) -> None:
                           f"(empty, or has blanks or one of {NOT_IN_NAMES})")
 
 
-def pairing_script(peers: Sequence[tuple[str, str]], public_keys: Sequence[str],
+def pairing_script(peers: Sequence[tuple[str, str]], public_keys: Sequence[tuple[str, str]],
                    known_hosts: Sequence[tuple[str, str]]) -> str:
     """The shell script that pairs one dom0: `peers` (name, link address) into
-    /etc/hosts and the ssh client config, `public_keys` authorized, `known_hosts`
-    ((names, `type key`)) known."""
+    /etc/hosts and the ssh client config, `public_keys` ((host name, public key))
+    authorized, `known_hosts` ((names, `type key`)) known. A pairing left over is
+    replaced."""
     for name, address in peers:
         _one_line_word(name, "host name")
         _one_line_word(address, "link_address")
     etc_hosts = "".join(f"{address} {name} # {PEER_MARK}\n" for name, address in peers)
-    known = "".join(f"{names} {' '.join(key.split())} {PEER_MARK}\n"
-                    for names, key in known_hosts)
+    authorized = "".join(f"{' '.join(key.split()[:2])} {name} {PEER_MARK}\n"
+                         for name, key in public_keys)
+    known = "".join(f"{names} {' '.join(key.split()[:2])}\n" for names, key in known_hosts)
     script = [
-        "mkdir -p -m 700 /root/.ssh",
-        "touch /root/.ssh/authorized_keys /root/.ssh/known_hosts",
-        *(f"grep -qxF {shlex.quote(key)} /root/.ssh/authorized_keys || "
-          f"echo {shlex.quote(key)} >> /root/.ssh/authorized_keys"
-          for key in (" ".join(text.split()) for text in public_keys)),  # one line each
-        f"sed -i '/ {PEER_MARK}$/d' /etc/hosts /root/.ssh/known_hosts",
+        f"mkdir -p -m 700 /root/.ssh {TRUST_DIR}",
+        f"{{ test -e {AUTHORIZED_KEYS} || touch {MADE_AUTHORIZED_KEYS}; }}",
+        f"touch {AUTHORIZED_KEYS}",
+        f"sed -i '/ {PEER_MARK}$/d' /etc/hosts {AUTHORIZED_KEYS}",
+        f"printf '%s' {shlex.quote(authorized)} >> {AUTHORIZED_KEYS}",
         f"printf '%s' {shlex.quote(etc_hosts)} >> /etc/hosts",
-        f"printf '%s' {shlex.quote(known)} >> /root/.ssh/known_hosts",
+        f"printf '%s' {shlex.quote(known)} > {TRUST_KNOWN_HOSTS}",
         f"printf '%s' {shlex.quote(_ssh_client_config([name for name, _ in peers]))} "
         f"> {SSH_CLIENT_CONFIG}",
     ]
     return " && ".join(script)
 
 
+def unpairing_script() -> str:
+    """The shell script that removes a pairing from a dom0, every step tried; it fails
+    if one did."""
+    return "\n".join([
+        "failed=0",
+        f"sed -i '/ {PEER_MARK}$/d' /etc/hosts || failed=1",
+        f"for file in {AUTHORIZED_KEYS} {KNOWN_HOSTS}; do",
+        f"    if test -f \"$file\"; then sed -i '/ {PEER_MARK}$/d' \"$file\" || failed=1; fi",
+        "done",
+        f"if test -e {MADE_AUTHORIZED_KEYS} && ! test -s {AUTHORIZED_KEYS}; then",
+        f"    rm -f {AUTHORIZED_KEYS} || failed=1",
+        "fi",
+        f"rm -rf {TRUST_DIR} {SSH_CLIENT_CONFIG} || failed=1",
+        "exit $failed",
+    ])
+
+
 def _ssh_client_config(names: Sequence[str]) -> str:
-    # A peer that dies mid-migration is noticed in ~15 s, not after TCP's retries (minutes).
+    # Only the pairing's key and host keys; nothing learnt is written anywhere. A peer
+    # that dies mid-migration is noticed in ~15 s, not after TCP's retries (minutes).
     return (f"# xen-hil: migration peers (harness/migration_hosts.py)\n"
             f"Host localhost {' '.join(names)}\n"
+            f"    IdentityFile {TRUST_KEY}\n"
+            f"    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {TRUST_KNOWN_HOSTS}\n"
+            f"    StrictHostKeyChecking yes\n"
+            f"    UpdateHostKeys no\n"
             f"    BatchMode yes\n"
             f"    ServerAliveInterval 5\n"
             f"    ServerAliveCountMax 3\n")
 
 
-def keyscan_command(address: str) -> str:
-    return f"ssh-keyscan -t ed25519 {shlex.quote(address)}"
-
-
 def _known_hosts(host: Host, hosts: Sequence[Host]) -> list[tuple[str, str]]:
-    """(names, `type key`) for known_hosts on `host`: every host of the pair, itself
-    also as localhost. Keys pinned in the lab file, else asked from the host itself."""
+    """(names, `type key`) for the pairing's known_hosts on `host`: every host of the
+    pair, itself also as localhost, with the keys the lab trusts for it."""
     entries = []
     for peer in hosts:
         names = f"{peer.name},{peer.spec.link_address}"
         if peer is host:
             names += ",localhost,127.0.0.1"
-        key_file = peer.spec.ssh.host_key_file
-        if key_file is not None:
-            key = " ".join(key_file.read_text().split()[:2])
-        else:
-            scan = host.run(keyscan_command(str(peer.spec.link_address))).stdout
-            key = " ".join(scan.split()[1:3])
-        entries.append((names, key))
+        endpoint = peer.spec.ssh
+        keys = trusted_keys(endpoint).lookup(known_hosts_name(endpoint.address, endpoint.port))
+        if keys is None:
+            raise InfrastructureError(f"{peer.name}: the lab trusts no SSH host key for it "
+                                      "(ssh_known_hosts, ssh_host_key_file)")
+        entries += [(names, f"{key.get_name()} {key.get_base64()}") for key in keys.values()]
     return entries
 
 

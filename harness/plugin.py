@@ -11,6 +11,7 @@ Fixtures, each built on the one before:
   lab_host   one host answering SSH, whatever it runs (tests run once per host)
   xen_host   one host booted into the build (tests using it run once per host)
   host_pair  (source, destination): two hosts booted into the build, paired for migration
+             during the test (then unpaired, and checked for traces like a leak)
   guest_image  the test guest (Debian kernel + initramfs), built once and cached
   xen_host_pair  two hosts booted into the build (tests using it run once)
   figures    `figures.add(name, value, unit)`: what the test measured, in its report
@@ -52,7 +53,7 @@ from .guests.image import GuestImage, build_guest_image
 from .host import Host
 from .lab import DEFAULT_LAB, Lab, load_lab
 from .leaks import Leaked
-from .migration_hosts import pair_hosts
+from .migration_hosts import paired
 from .network import diagnosis
 from .paths import cache_dir, expand
 from .remote import SSHUnavailable, Transcript
@@ -268,18 +269,20 @@ def xen_host_pair(request: pytest.FixtureRequest,
 
 
 @pytest.fixture
-def host_pair(xen_host_pair: tuple[Host, Host]) -> tuple[Host, Host]:
+def host_pair(xen_host_pair: tuple[Host, Host]) -> Iterator[tuple[Host, Host]]:
     """(source, destination): the pair, both running the build (one that does not
     answer SSH, e.g. powered off by an earlier test, is power cycled back into it),
-    paired for `xl migrate` (harness.migration_hosts.pair_hosts)."""
+    paired for `xl migrate` for this test only (harness.migration_hosts.paired):
+    afterwards no key, authorized_keys, known_hosts or /etc/hosts line of the pairing
+    is left, or the test fails as a leak."""
     for host in xen_host_pair:
         try:
             host.remote.wait_ready(timeout=5, interval=1)
         except SSHUnavailable:
             with allure.step(f"recover {host.name}: no SSH, power cycle into Xen"):
                 host.power_cycle_to_shell(expect_xen=True)
-    pair_hosts(list(xen_host_pair))
-    return xen_host_pair
+    with paired(xen_host_pair):
+        yield xen_host_pair
 
 
 @pytest.fixture(scope="session")

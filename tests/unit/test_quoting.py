@@ -15,9 +15,9 @@ from harness.guests.guest import write_config_command, xl_command
 from harness.migration import probe_start_command, probe_stop_command
 from harness.migration_hosts import (
     NOT_IN_NAMES,
+    PEER_MARK,
     SSH_CLIENT_CONFIG,
-    keygen_command,
-    keyscan_command,
+    TRUST_KNOWN_HOSTS,
     pairing_script,
     ssh_check_command,
 )
@@ -38,20 +38,6 @@ def test_ssh_to_a_peer_quotes_its_name(tmp_path: Path, value: str) -> None:
         ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", value, "true"]]
 
 
-@pytest.mark.parametrize("value", HOSTILE)
-def test_keyscan_quotes_the_link_address(tmp_path: Path, value: str) -> None:
-    assert calls(keyscan_command(value), tmp_path, "ssh-keyscan") == [
-        ["ssh-keyscan", "-t", "ed25519", value]]
-
-
-@pytest.mark.parametrize("value", HOSTILE)
-def test_keygen_quotes_the_host_name(tmp_path: Path, value: str) -> None:
-    keygen, cat = calls(keygen_command(value), tmp_path, "test", "ssh-keygen", "cat",
-                        failing="test")[1:]
-    assert keygen[keygen.index("-C") + 1] == f"xenhil-{value}"
-    assert cat == ["cat", "/root/.ssh/id_ed25519.pub"]
-
-
 def run_pairing(script: str, root: Path) -> dict[str, str]:
     """The pairing script with its files under `root`; their contents afterwards."""
     files = {"/etc/hosts": root / "hosts", SSH_CLIENT_CONFIG: root / "ssh_config",
@@ -61,7 +47,8 @@ def run_pairing(script: str, root: Path) -> dict[str, str]:
     (root / "hosts").write_text("127.0.0.1 localhost\n")
     assert calls(script, root) == []
     return {"hosts": (root / "hosts").read_text(),
-            "known_hosts": (root / "ssh" / "known_hosts").read_text(),
+            "known_hosts": Path(TRUST_KNOWN_HOSTS.replace("/root/.ssh", str(root / "ssh")))
+            .read_text(),
             "authorized_keys": (root / "ssh" / "authorized_keys").read_text(),
             "config": (root / "ssh_config").read_text()}
 
@@ -70,13 +57,13 @@ def run_pairing(script: str, root: Path) -> dict[str, str]:
 def test_pairing_writes_hostile_names_and_addresses_verbatim(tmp_path: Path,
                                                              value: str) -> None:
     key = f"ssh-ed25519 AAAA{value} xenhil-x"
-    script = pairing_script([(value, value), ("vlab2", "10.0.0.2")], [key],
+    script = pairing_script([(value, value), ("vlab2", "10.0.0.2")], [(value, key)],
                             [(f"{value},{value}", key)])
     files = run_pairing(script, tmp_path)
-    assert files["hosts"] == (f"127.0.0.1 localhost\n{value} {value} # xen-hil-migration-peer\n"
-                              "10.0.0.2 vlab2 # xen-hil-migration-peer\n")
-    assert files["known_hosts"] == f"{value},{value} {key} xen-hil-migration-peer\n"
-    assert files["authorized_keys"] == f"{key}\n"
+    assert files["hosts"] == (f"127.0.0.1 localhost\n{value} {value} # {PEER_MARK}\n"
+                              f"10.0.0.2 vlab2 # {PEER_MARK}\n")
+    assert files["known_hosts"] == f"{value},{value} ssh-ed25519 AAAA{value}\n"
+    assert files["authorized_keys"] == f"ssh-ed25519 AAAA{value} {value} {PEER_MARK}\n"
     assert f"Host localhost {value} vlab2\n" in files["config"]
     run_pairing(script, tmp_path)  # idempotent: lines replaced, not added twice
     assert files == run_pairing(script, tmp_path)
@@ -84,10 +71,10 @@ def test_pairing_writes_hostile_names_and_addresses_verbatim(tmp_path: Path,
 
 def test_a_key_cannot_add_lines(tmp_path: Path) -> None:
     key = "ssh-ed25519 AAAA\nssh-ed25519 EVIL attacker"
-    files = run_pairing(pairing_script([("vlab1", "10.0.0.1")], [key], [("vlab1", key)]),
-                        tmp_path)
-    assert files["authorized_keys"] == "ssh-ed25519 AAAA ssh-ed25519 EVIL attacker\n"
-    assert len(files["known_hosts"].splitlines()) == 1
+    files = run_pairing(pairing_script([("vlab1", "10.0.0.1")], [("vlab1", key)],
+                                       [("vlab1", key)]), tmp_path)
+    assert files["authorized_keys"] == f"ssh-ed25519 AAAA vlab1 {PEER_MARK}\n"
+    assert files["known_hosts"] == "vlab1 ssh-ed25519 AAAA\n"
 
 
 @pytest.mark.parametrize(("name", "address"), [

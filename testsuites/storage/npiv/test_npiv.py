@@ -29,7 +29,7 @@ from harness.hotplug import (
     hotplug_timeout_key_support,
 )
 from harness.migration import migrate
-from harness.migration_hosts import pair_hosts
+from harness.migration_hosts import paired
 from harness.npiv.preflight import npiv_preflight
 from harness.npiv.vports import NpivHost
 from harness.plugin import BootedHosts, XenhilRun
@@ -92,9 +92,10 @@ def test_npiv_guest_disk_cycle(xen_host: Host, guests: GuestFactory) -> None:
 
 
 @pytest.fixture
-def npiv_pair(xen_host: Host, xenhil: XenhilRun, booted_hosts: BootedHosts) -> tuple[
-        NpivHost, NpivHost]:
-    """The host under test and another host of the lab with NPIV, both on the build."""
+def npiv_pair(xen_host: Host, xenhil: XenhilRun, booted_hosts: BootedHosts) -> Iterator[
+        tuple[NpivHost, NpivHost]]:
+    """The host under test and another host of the lab with NPIV, both on the build,
+    paired for migration during the test."""
     source = npiv_host(xen_host)
     others = [name for name, host in xenhil.hosts.items()
               if name != xen_host.name and host.spec.npiv is not None]
@@ -104,8 +105,8 @@ def npiv_pair(xen_host: Host, xenhil: XenhilRun, booted_hosts: BootedHosts) -> t
     destination = booted_hosts.get(others[0])
     if destination.spec.link_address is None:
         pytest.skip(f"{destination.name}: no link_address in the lab file (migration target)")
-    pair_hosts([xen_host, destination])
-    return source, npiv_host(destination)
+    with paired([xen_host, destination]):
+        yield source, npiv_host(destination)
 
 
 @pytest.mark.needs("fc_hba")
