@@ -28,6 +28,8 @@ class EvidenceSink(Protocol):
 
     def link(self, url: str, name: str) -> None: ...
 
+    def figure(self, name: str, value: float, unit: str) -> None: ...
+
 
 class LogSink:
     """Evidence outside a test run: steps and links at INFO, attachments at DEBUG."""
@@ -45,6 +47,9 @@ class LogSink:
 
     def link(self, url: str, name: str) -> None:
         log.info("%s: %s", name, url)
+
+    def figure(self, name: str, value: float, unit: str) -> None:
+        log.info("figure %s: %g %s", name, value, unit)
 
 
 _sink: EvidenceSink = LogSink()
@@ -76,6 +81,12 @@ def label(name: str, value: str) -> None:
 
 def link(url: str, name: str) -> None:
     _sink.link(url, name)
+
+
+def figure(name: str, value: float, unit: str) -> None:
+    """A figure the running test measured (e.g. a migration's downtime): in its report's
+    figures table and in the results database, compared with the baseline's."""
+    _sink.figure(name, value, unit)
 
 
 P = ParamSpec("P")

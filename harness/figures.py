@@ -18,6 +18,10 @@ class Figures:
         self.values: dict[str, tuple[float, str]] = {}
 
     def add(self, name: str, value: float, unit: str) -> None:
+        """A figure measured again under the same name (a second migration) is numbered:
+        "name (2)"."""
+        if name in self.values:
+            name = f"{name} ({sum(1 for n in self.values if n.startswith(name)) + 1})"
         log.info("figure %s: %s %s", name, f"{value:.3f}".rstrip("0").rstrip("."), unit)
         self.values[name] = (value, unit)
         self.item.user_properties.append((name, f"{value:.3f} {unit}"))

@@ -112,9 +112,13 @@ class MoveRecord:
 
 
 def record(move: MoveRecord) -> None:
-    """Attach the figures to the test's report and log them."""
+    """Attach the figures to the test's report and log them; time and downtime are the
+    test's figures too, compared with the baseline's."""
     log.info("figures: %s", move.summary())
     evidence.attach_json(f"figures: {move.what}", move.figures())
+    evidence.figure(f"{move.what}: time", move.seconds, "s")
+    if move.probe is not None:
+        evidence.figure(f"{move.what}: downtime", move.probe.longest_gap, "s")
 
 
 def wait_answers(guest: Guest, what: str) -> float:

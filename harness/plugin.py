@@ -104,7 +104,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for marker, text in MARKERS.items():
         config.addinivalue_line("markers", f"{marker}: {text}")
-    evidence.install(AllureEvidence())
+    config.stash[SINK] = AllureEvidence()
+    evidence.install(config.stash[SINK])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -113,6 +114,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 class AllureEvidence:
     """harness.evidence into the running test's allure result."""
+
+    def __init__(self) -> None:
+        self.figures: Figures | None = None  # the running test's
 
     def step(self, title: str) -> contextlib.AbstractContextManager[None]:
         manager: contextlib.AbstractContextManager[None] = allure.step(title)
@@ -127,6 +131,12 @@ class AllureEvidence:
 
     def link(self, url: str, name: str) -> None:
         allure.dynamic.link(url, name=name)
+
+    def figure(self, name: str, value: float, unit: str) -> None:
+        if self.figures is None:  # between tests: a session fixture's work
+            log.info("figure %s: %g %s (outside a test, not recorded)", name, value, unit)
+            return
+        self.figures.add(name, value, unit)
 
 
 @dataclass
@@ -227,6 +237,9 @@ class BootedHosts:
         if host.booted is None or host.booted.build != self.build:
             with allure.step(f"install {self.build.label} on {name} and boot it"):
                 host.boot_build(self.build)
+            timeline = host.strategy.timeline
+            for stage, seconds in timeline.stages if timeline is not None else ():
+                evidence.figure(f"{name} boot: {stage}", seconds, "s")
             self.on_booted(host)
         elif host.needs_recovery:
             with allure.step(f"recover {name}: power cycle into Xen"):
@@ -353,12 +366,24 @@ def guests(request: pytest.FixtureRequest, guest_image: GuestImage,
 
 
 FIGURES = pytest.StashKey[Figures]()
+SINK = pytest.StashKey[AllureEvidence]()
+
+
+@pytest.fixture(autouse=True)
+def _figures_of_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test's figures, from the `figures` fixture and harness.evidence.figure
+    (boot stages, migrations) alike."""
+    sink = request.config.stash[SINK]
+    sink.figures = request.node.stash[FIGURES] = Figures(request.node)
+    try:
+        yield
+    finally:
+        sink.figures = None
 
 
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> Figures:
     """`figures.add(name, value, unit)`: a figure the test measured, for its report."""
-    request.node.stash[FIGURES] = Figures(request.node)
     return request.node.stash[FIGURES]
 
 
@@ -398,6 +423,14 @@ class Evidence:
 
 
 EVIDENCE = pytest.StashKey[Evidence]()
+
+
+@pytest.fixture(autouse=True)
+def _attempt_label(request: pytest.FixtureRequest) -> None:
+    """A retest at the end of the run (--retest-regressions) is labelled as such."""
+    attempt = request.config.getoption("--attempt", default=1)
+    if attempt > 1:
+        allure.dynamic.label("attempt", str(attempt))
 
 
 @pytest.fixture(autouse=True)
