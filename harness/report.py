@@ -1,9 +1,11 @@
 """The run's HTML report and terminal summary, made from allure-results.
 
 allure-results is the source of truth (each test's status, steps, attachments). The
-HTML page is a single self-contained file a person opens the next morning: one row per
-test with its host, status and links to its com1 slice, transcripts and boot timeline,
-plus links to the whole com1 log of every host.
+HTML page is a single self-contained file a person opens the next morning: a header with
+the build, each host's Xen, dom0, firmware and microcode, the verdict and the baseline;
+then the tests in run order, grouped by area, each with its label against the baseline
+(harness.results.compare), its bug and links to its com1 slice, transcripts and boot
+timeline; plus links to the whole com1 log of every host.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .results.analysis import Analysis
+    from .results.records import RunRecord
 
 STATUS_ORDER = ("failed", "broken", "passed", "skipped", "unknown")
 
@@ -30,6 +37,22 @@ class TestResult:
     message: str
     trace: str
     attachments: tuple[tuple[str, str], ...]  # (name, file in allure-results)
+    test_id: str = ""  # pytest's node id: the id the results database keys it by
+    area: str = ""
+    start_ms: int = 0
+    attempt: int = 1
+    bugs: tuple[tuple[str, str], ...] = ()  # (name, url)
+
+
+def test_id_of(data: dict[str, Any]) -> str:
+    """A test's id across runs: pytest's node id (path relative to the rootdir, test
+    name with parameters), as allure-pytest's titlePath and name give it."""
+    title_path = data.get("titlePath") or []
+    if title_path:
+        path = "/".join(title_path)
+    else:
+        path = data.get("fullName", "?").split("#")[0].replace(".", "/") + ".py"
+    return f"{path}::{data.get('name', '?')}"
 
 
 def read_results(allure_dir: Path) -> list[TestResult]:
@@ -43,6 +66,7 @@ def read_results(allure_dir: Path) -> list[TestResult]:
             attachments += [(a["name"], a["source"]) for a in step.get("attachments", [])]
         # fullName has the module but not the parameters; name has the parameters.
         module = data.get("fullName", "?").split("#")[0]
+        attempt = labels.get("attempt", "1")
         results.append(TestResult(
             name=data.get("name", "?"),
             module=module,
@@ -53,50 +77,159 @@ def read_results(allure_dir: Path) -> list[TestResult]:
             message=(details.get("message") or "").strip(),
             trace=(details.get("trace") or "").strip(),
             attachments=tuple(attachments),
+            test_id=test_id_of(data),
+            area=labels.get("area", ""),
+            start_ms=int(data.get("start", 0)),
+            attempt=int(attempt) if attempt.isdigit() else 1,
+            bugs=tuple((link.get("name") or link["url"], link["url"])
+                       for link in data.get("links", [])
+                       if link.get("type") == "issue" and link.get("url")),
         ))
-    results.sort(key=lambda r: (STATUS_ORDER.index(r.status)
-                                if r.status in STATUS_ORDER else 9, r.full_name))
+    results.sort(key=lambda r: (r.start_ms, r.full_name))  # run order
     return results
 
 
 def counts(results: list[TestResult]) -> Counter[str]:
-    return Counter(result.status for result in results)
+    """Tests by status, failed first."""
+    tally = Counter(result.status for result in results)
+    return Counter({status: tally[status] for status in
+                    sorted(tally, key=lambda s: STATUS_ORDER.index(s)
+                           if s in STATUS_ORDER else 9)})
 
 
-def write_html(reports: Path, title: str, results: list[TestResult]) -> Path:
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; }
+table { border-collapse: collapse; width: 100%; margin-bottom: 1em; }
+td, th { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }
+tr.failed td:first-child { background: #f4b6b6; }
+tr.broken td:first-child { background: #f6d58e; }
+tr.passed td:first-child { background: #bfe5bf; }
+tr.skipped td:first-child { background: #ddd; }
+td.label-regression { background: #e06666; color: white; font-weight: bold; }
+td.label-flaky { background: #f9cb9c; }
+td.label-known { background: #cfe2f3; }
+td.label-like-baseline, td.label-never-passed, td.label-not-run { background: #eee; }
+td.label-broken { background: #f6d58e; }
+.verdict-passed { color: #38761d; } .verdict-regressed { color: #cc0000; }
+.verdict-broken, .verdict-interrupted { color: #b45f06; }
+pre { white-space: pre-wrap; font-size: 85%; margin: 4px 0 0 0; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
+dt { font-weight: bold; } dd { margin: 0; }
+img { max-width: 100%; }
+"""
+
+
+def _label_cell(analysis: Analysis | None, result: TestResult) -> str:
+    from .results.render import css_class, short_text
+
+    esc = html.escape
+    label = analysis.comparison.labels.get(result.test_id) if analysis else None
+    if label is None or result.attempt > 1 or not short_text(label):
+        return "<td></td>"
+    bug = (f' <a href="{esc(label.bug_url)}">{esc(label.bug_url)}</a>' if label.bug_url
+           else "")
+    detail = label.detail.removeprefix(f"{label.bug_url}: ")  # the link says it already
+    return (f'<td class="{esc(css_class(label.kind))}">{esc(short_text(label))}{bug}'
+            f"<br><small>{esc(detail)}</small></td>")
+
+
+def _row(result: TestResult, analysis: Analysis | None) -> str:
+    esc = html.escape
+    links = " ".join(f'<a href="allure-results/{esc(source)}">{esc(name)}</a>'
+                     for name, source in result.attachments)
+    bugs = " ".join(f'<a href="{esc(url)}">{esc(name)}</a>' for name, url in result.bugs)
+    message = f"<pre>{esc(result.message[:4000])}</pre>" if result.message else ""
+    retest = " (retest)" if result.attempt > 1 else ""
+    return (f'<tr class="{esc(result.status)}"><td>{esc(result.status)}{retest}</td>'
+            f"{_label_cell(analysis, result)}<td>{esc(result.host)}</td>"
+            f"<td>{esc(result.test_id or result.full_name)}{message}</td>"
+            f"<td>{result.duration_s:.1f} s</td><td>{links}</td><td>{bugs}</td></tr>")
+
+
+def _by_area(results: list[TestResult]) -> dict[str, list[TestResult]]:
+    """Areas in the order the run reached them, each with its tests in run order."""
+    areas: dict[str, list[TestResult]] = {}
+    for result in results:
+        areas.setdefault(result.area or "other", []).append(result)
+    return areas
+
+
+def _package_changes(run: RunRecord, baseline: RunRecord) -> str:
+    """The packages whose name, version or architecture differ from the baseline's build:
+    what to suspect first."""
+    now, before = set(run.build_packages), set(baseline.build_packages)
+    changes = [f"+ {package}" for package in sorted(now - before)]
+    changes += [f"- {package}" for package in sorted(before - now)]
+    return "<br>".join(html.escape(change) for change in changes) or "none"
+
+
+def _header(analysis: Analysis | None) -> str:
+    """Build, hosts, verdict and baseline: what a release manager signs."""
+    if analysis is None:
+        return "<p>Not in the results database: no build, host facts or baseline.</p>"
+    esc = html.escape
+    run, baseline, comparison = analysis.run, analysis.baseline, analysis.comparison
+    verdict = run.verdict or comparison.verdict
+    facts = [("verdict", f'<b class="verdict-{esc(verdict)}">{esc(verdict)}</b>'),
+             ("kind", esc(run.kind)), ("profile", esc(run.profile)), ("lab", esc(run.lab)),
+             ("build", f"{esc(run.build_label)} (package set {esc(run.build_hash)}, "
+                       f"{len(run.build_packages)} packages)"),
+             *((("changed since the baseline", _package_changes(run, baseline)),)
+               if baseline is not None and baseline.build_hash != run.build_hash else ()),
+             ("baseline", esc(f"run {baseline.id}: {baseline.build_label}, "
+                              f"{baseline.started:%Y-%m-%d %H:%M} UTC")
+              if baseline is not None and baseline.started is not None
+              else "none: no passed nightly or qualification run of this profile on "
+                   "this lab yet"),
+             ("started", esc(f"{run.started:%Y-%m-%d %H:%M:%S} UTC" if run.started else "")),
+             ("ended", esc(f"{run.ended:%Y-%m-%d %H:%M:%S} UTC" if run.ended else "")),
+             ("runner", esc(f"{run.runner}, harness {run.revision or 'not from git'}"))]
+    listing = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts)
+    host_rows = "".join(
+        "<tr>" + "".join(f"<td>{esc(value)}</td>" for value in (
+            host.name, host.xen_version, host.xen_cmdline, host.dom0_kernel, host.cpu_model,
+            host.microcode, host.firmware, host.bmc_firmware)) + "</tr>"
+        for host in run.hosts)
+    flags = "".join(f"<li>{esc(flag.test_id)}: {esc(flag.name)} {flag.value:g} {esc(flag.unit)}"
+                    f" ({esc(flag.change)} against the median {flag.median:g} of "
+                    f"{flag.runs} baseline runs)</li>" for flag in comparison.figure_flags)
+    return (f"<dl>{listing}</dl>"
+            "<table><tr><th>host</th><th>Xen</th><th>Xen command line</th><th>dom0 kernel"
+            "</th><th>CPU</th><th>microcode</th><th>firmware</th><th>BMC firmware</th></tr>"
+            f"{host_rows}</table>"
+            + (f"<h2>Figures worse than their baseline</h2><ul>{flags}</ul>" if flags
+               else ""))
+
+
+def write_html(reports: Path, title: str, results: list[TestResult], *,
+               analysis: Analysis | None = None) -> Path:
     esc = html.escape
     tally = counts(results)
-    rows = []
-    for result in results:
-        links = " ".join(f'<a href="allure-results/{esc(source)}">{esc(name)}</a>'
-                         for name, source in result.attachments)
-        message = (f"<pre>{esc(result.message[:4000])}</pre>" if result.message else "")
-        rows.append(
-            f'<tr class="{esc(result.status)}"><td>{esc(result.status)}</td>'
-            f"<td>{esc(result.host)}</td><td>{esc(result.full_name)}{message}</td>"
-            f"<td>{result.duration_s:.1f} s</td><td>{links}</td></tr>")
+    sections = "".join(
+        f"<h2>{esc(area)}</h2><table><tr><th>status</th><th>against the baseline</th>"
+        "<th>host</th><th>test</th><th>time</th><th>evidence</th><th>bugs</th></tr>"
+        + "".join(_row(result, analysis) for result in members) + "</table>"
+        for area, members in _by_area(results).items())
     com1_logs = " ".join(f'<a href="com1/{esc(p.name)}">{esc(p.stem)}</a>'
                          for p in sorted((reports / "com1").glob("*.log")))
+    plots = "".join(f'<figure><img src="plots/{esc(p.name)}" alt="{esc(p.stem)}">'
+                    f"<figcaption>{esc(p.stem.replace('-', ' '))}</figcaption></figure>"
+                    for p in sorted((reports / "plots").glob("*.png")))
+    extra_pages = " ".join(f'<a href="{page}">{text}</a>' for page, text in (
+        ("qualification.html", "qualification summary"),
+        ("allure-report/index.html", "Allure report")) if (reports / page).exists())
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; width: 100%; }}
-td, th {{ border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }}
-tr.failed td:first-child {{ background: #f4b6b6; }}
-tr.broken td:first-child {{ background: #f6d58e; }}
-tr.passed td:first-child {{ background: #bfe5bf; }}
-tr.skipped td:first-child {{ background: #ddd; }}
-pre {{ white-space: pre-wrap; font-size: 85%; margin: 4px 0 0 0; }}
-</style></head><body>
+<style>{_STYLE}</style></head><body>
 <h1>{esc(title)}</h1>
-<p>{", ".join(f"{tally[s]} {s}" for s in STATUS_ORDER if tally[s])}.
+{_header(analysis)}
+<p>{", ".join(f"{count} {status}" for status, count in tally.items())}.
 failed = the product (Xen) misbehaved; broken = the lab did.</p>
 <p>Whole com1 log of every host: {com1_logs or "none"}. Also: <a href="junit.xml">junit.xml</a>,
-<a href="allure-results/">allure-results</a>.</p>
-<table><tr><th>status</th><th>host</th><th>test</th><th>time</th><th>evidence</th></tr>
-{"".join(rows)}
-</table></body></html>
+<a href="allure-results/">allure-results</a>. {extra_pages}</p>
+{plots}
+{sections}
+</body></html>
 """
     out = reports / "index.html"
     out.write_text(page)

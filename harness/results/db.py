@@ -13,6 +13,7 @@ a lock, and for one statement.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -42,14 +43,20 @@ class UnknownRun(LookupError):
     """A write names a run the database does not have."""
 
 
+def data_home(reports_dir: Path) -> Path:
+    """Where a lab's records across runs live (the SQLite database, the Allure history):
+    $XENHIL_DATA, else the reports directory."""
+    data = os.environ.get("XENHIL_DATA")
+    return Path(data).expanduser() if data else reports_dir
+
+
 def resolve_url(cli_value: str | None, lab_value: str | None, reports_dir: Path) -> str:
     """The database to use: --db, else $XENHIL_DB, else the lab file's, else an SQLite
     file $XENHIL_DATA/results.sqlite, else <reports_dir>/results.sqlite. A bare path
     is an SQLite file. The URL may hold a password: log `describe_url(url)` instead."""
     value = cli_value or os.environ.get("XENHIL_DB") or lab_value
     if not value:
-        data = os.environ.get("XENHIL_DATA")
-        value = str(Path(data) / "results.sqlite" if data else reports_dir / "results.sqlite")
+        value = str(data_home(reports_dir) / "results.sqlite")
     if "://" in value:
         return value
     path = Path(value).expanduser().resolve()
@@ -115,6 +122,8 @@ def _engine(url: str) -> Engine:
 
 def upgrade_schema(engine: Engine) -> None:
     """Bring the schema to the newest migration (from nothing, on an empty database)."""
+    # Alembic tells of every plugin it sets up at INFO: noise in a run's log.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
     with engine.begin() as connection:
@@ -194,6 +203,10 @@ class ResultsDB:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def describe(self) -> str:
+        """Where the database is, password hidden: for logs and messages."""
+        return describe_url(self.engine.url.render_as_string(hide_password=False))
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Session]:

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 FIELD_LIMIT = 200
 CMDLINE_LIMIT = 1000  # Xen command lines with many options are longer than a field
 DMIDECODE_KEYS = ("bios-vendor", "bios-version", "bios-release-date")
+DMI_SYSFS = "/sys/class/dmi/id"
+DMI_SYSFS_FILES = ("bios_vendor", "bios_version", "bios_date")
 
 
 def clean(value: str, limit: int = FIELD_LIMIT) -> str:
@@ -112,10 +114,12 @@ def gather(host: Host) -> HostRecord:
     xen_version, xen_cmdline = parse_xen(_output(host, "xl info"))
     cpu_model, microcode = parse_cpuinfo(
         _output(host, "grep -m 4 -E '^(model name|microcode)[[:space:]]*:' /proc/cpuinfo"))
-    firmware = ""
     if _output(host, "command -v dmidecode"):
         firmware = firmware_text(*(parse_dmidecode_string(_output(host, f"dmidecode -s {key}"))
                                    for key in DMIDECODE_KEYS))
+    else:  # the kernel's copy of the same DMI strings (no dmidecode on the host)
+        firmware = firmware_text(*(clean(_output(host, f"cat {DMI_SYSFS}/{name}"))
+                                   for name in DMI_SYSFS_FILES))
     return HostRecord(
         name=host.name, xen_version=xen_version, xen_cmdline=xen_cmdline,
         dom0_kernel=parse_uname_release(_output(host, "uname -r")),

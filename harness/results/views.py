@@ -49,13 +49,14 @@ def format_runs(runs: Sequence[RunRecord]) -> Table:
     table = Table(title="runs", title_justify="left")
     for column in ("run", "started (UTC)", "took", "kind", "profile", "lab", "build",
                    "hosts", "verdict"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal wraps, never cuts
     for run in runs:
         hosts = ", ".join(f"{host.name} {host.xen_version}".strip() for host in run.hosts)
         verdict = run.verdict or ("running" if run.ended is None else "")
         table.add_row(_text(run.id), _text(_time(run.started)), _text(_duration(run)),
                       _text(run.kind), _text(run.profile), _text(run.lab),
-                      _text(run.build_label), _text(hosts),
+                      _text(f"{run.build_label} ({run.build_hash})" if run.build_hash
+                            else run.build_label), _text(hosts),
                       _text(verdict, STATUS_STYLES.get(run.verdict, "")))
     return table
 
@@ -67,7 +68,7 @@ def format_history(test_id: str,
     table = Table(title=_text(f"history of {test_id}"), title_justify="left")
     for column in ("run", "started (UTC)", "build", "try", "status", "hosts", "took",
                    "figures", "message"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for run, result in history:
         table.add_row(_text(run.id), _text(_time(run.started)), _text(run.build_label),
                       _text(str(result.attempt)),

@@ -7,6 +7,7 @@ import json
 import os
 import uuid
 import xml.etree.ElementTree as ET
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ import yaml
 from harness.cli import main
 from harness.lab import DEFAULT_LAB
 from harness.report import read_results, write_html, write_junit
+from harness.results.analysis import Analysis
+from harness.results.compare import compare
+from harness.results.records import HostRecord, ResultRecord, RunRecord
 
 BOOT = "testsuites.boot.test_boot"
 START_MS = 1_796_121_943_000
@@ -26,15 +30,15 @@ PANIC_TRACE = ("def test_xen_version(host):\n>       host.expect_xen_version()\n
 
 def write_result(allure_dir: Path, name: str, status: str | None, *, module: str = BOOT,
                  seconds: float = 1.0, message: str | None = None,
-                 trace: str | None = None) -> None:
+                 trace: str | None = None, start_ms: int = START_MS) -> None:
     """One test's result file; allure-pytest leaves out what is None (here: status)."""
     test_uuid = str(uuid.uuid4())
     attachment = f"{uuid.uuid4()}-attachment.txt"
     (allure_dir / attachment).write_text("com1 slice")
     data: dict[str, Any] = {
         "name": name,
-        "start": START_MS,
-        "stop": START_MS + int(seconds * 1000),
+        "start": start_ms,
+        "stop": start_ms + int(seconds * 1000),
         "uuid": test_uuid,
         "historyId": test_uuid.replace("-", ""),
         "fullName": f"{module}#{name.split('[')[0]}",
@@ -125,7 +129,7 @@ def test_junit_testcase_elements(run_dir: Path) -> None:
 def test_index_html_lists_every_result(run_dir: Path) -> None:
     page = write_html(run_dir, "killed run", read_results(run_dir / "allure-results")).read_text()
     assert "1 failed, 1 broken, 1 passed, 1 skipped, 2 unknown." in page
-    assert f"{BOOT}::test_xen_version[vlab1]" in page
+    assert "testsuites/boot/test_boot.py::test_xen_version[vlab1]" in page
     assert page.count('<tr class="unknown">') == 2
 
 
@@ -186,3 +190,59 @@ def test_report_command_errors(run_dir: Path, tmp_path: Path,
     assert main(["report", str(killed_early)]) == 2
     assert "no test result" in capsys.readouterr().err
     assert not (killed_early / "index.html").exists()
+
+
+def analysed_run(run_dir: Path) -> Analysis:
+    """The run of `run_dir` as the results database gives it back, against a baseline
+    where test_dom0_boots failed and test_xen_version passed, with a known issue for the
+    broken-down bridge test."""
+    ids = {result.name: result.test_id for result in read_results(run_dir / "allure-results")}
+    now = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    baseline = RunRecord(
+        id="nightly-1", profile="default", lab="vlab", kind="nightly",
+        build_label="xen-hypervisor-4.17-amd64 4.17.7", started=now, verdict="passed",
+        results=(ResultRecord(ids["test_dom0_boots[vlab1]"], "failed"),
+                 ResultRecord(ids["test_xen_version[vlab1]"], "passed")))
+    run = RunRecord(
+        id=run_dir.name, profile="default", lab="vlab", kind="nightly",
+        build_label="xen-hypervisor-4.17-amd64 4.17.8", build_hash="0123abcd",
+        build_packages=("xen-hypervisor-4.17-amd64 4.17.8 amd64",), started=now,
+        hosts=(HostRecord("vlab1", xen_version="4.17.8", dom0_kernel="6.1.0-28-amd64",
+                          cpu_model="QEMU Virtual CPU <v2>", microcode="0x1",
+                          firmware="SeaBIOS 1.16.2", bmc_firmware="0.01"),),
+        results=(ResultRecord(ids["test_dom0_boots[vlab1]"], "passed"),
+                 ResultRecord(ids["test_xen_version[vlab1]"], "failed",
+                              message="ProductFailure: (XEN) Panic on CPU 0")))
+    comparison = compare(run, baseline, known=[], ever_passed=set(), figure_history=[],
+                         today=date(2026, 12, 1))
+    return Analysis(run, baseline, comparison)
+
+
+def test_index_html_header_labels_and_areas(run_dir: Path) -> None:
+    page = write_html(run_dir, "nightly", read_results(run_dir / "allure-results"),
+                      analysis=analysed_run(run_dir)).read_text()
+    # The header: what was tested where, the verdict and what it was compared with.
+    assert "xen-hypervisor-4.17-amd64 4.17.8 (package set 0123abcd, 1 packages)" in page
+    assert '<b class="verdict-regressed">regressed</b>' in page
+    assert "run nightly-1: xen-hypervisor-4.17-amd64 4.17.7, 2026-12-01 02:00 UTC" in page
+    assert "<td>SeaBIOS 1.16.2</td>" in page and "&lt;v2&gt;" in page  # host text escaped
+    # The failed test that passed in the baseline is the regression, named in its row.
+    regression = page.split('<td class="label-regression">')[1].split("</tr>")[0]
+    assert "passed in baseline nightly-1" in regression
+    assert "test_boot.py::test_xen_version[vlab1]" in regression
+    # Sections by area in run order; tests without an area under "other".
+    assert page.index("<h2>other</h2>") > 0
+
+
+def test_index_html_without_the_database_says_so(run_dir: Path) -> None:
+    page = write_html(run_dir, "killed", read_results(run_dir / "allure-results")).read_text()
+    assert "Not in the results database" in page
+    assert "label-" not in page.split("</style>")[1]
+
+
+def test_results_are_in_run_order(tmp_path: Path) -> None:
+    allure_dir = tmp_path / "allure-results"
+    allure_dir.mkdir()
+    for offset, name in ((3, "test_c"), (1, "test_a"), (2, "test_b")):
+        write_result(allure_dir, name, "passed", start_ms=START_MS + offset * 1000)
+    assert [r.name for r in read_results(allure_dir)] == ["test_a", "test_b", "test_c"]
