@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -20,7 +21,11 @@ from rich.table import Table
 from .errors import ConfigError, HarnessError
 from .ipmi import IPMITool, bmc_secrets
 from .lab import DEFAULT_LAB, Lab, load_lab
-from .paths import cache_dir
+from .paths import cache_dir, expand
+from .results.records import RUN_KINDS
+
+if TYPE_CHECKING:
+    from .results.db import ResultsDB
 
 # soft_wrap: long paths and error messages stay on one line (copyable, greppable).
 console = Console(stderr=True, soft_wrap=True)
@@ -29,6 +34,11 @@ EPILOG = """\
 examples:
   xenhil run                        default profile on the virtual lab (what `make run` does)
   xenhil run --build DIR --hosts vlab1 -- -k dmesg
+  xenhil run --kind nightly --retest-regressions
+                                    a nightly run: a baseline for later runs once it passed
+  xenhil runs                       recent runs with their verdicts
+  xenhil compare RUN_ID             a run against its baseline: regressions, known, flaky
+  xenhil history TEST_ID            one test's status and figures over the last runs
   xenhil report RUN_ID              index.html and junit.xml of a run that was killed
   xenhil lab check --lab labs/my-lab.yaml
   xenhil --lab labs/my-lab.yaml lab trust xen-r640-01
@@ -43,6 +53,11 @@ examples:
 
 The lab file (--lab, default labs/vlab.yaml) says where every host's BMC, com1 and SSH
 are. The virtual lab's images and state live in $XENHIL_CACHE (default ~/.cache/xen-hil).
+Results go to a database: --db, else $XENHIL_DB, else the lab file's xenhil.results_db,
+else results.sqlite in $XENHIL_DATA or the reports directory.
+
+exit codes of `xenhil run`: 0 no regression against the baseline, 1 regressions,
+2 the lab was broken or nothing ran (or bad input), 128+N stopped by signal N.
 """
 
 
@@ -135,7 +150,7 @@ def cmd_power(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import PROFILES, run
+    from .runner import PROFILES, Recording, run
 
     if args.list_profiles:
         for name, profile in PROFILES.items():
@@ -149,11 +164,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         keep_up=args.keep_up,
         extra_pytest_args=args.pytest_args,
+        recording=Recording(kind=args.kind, database=args.db, baseline=args.baseline,
+                            known_issues=args.known_issues,
+                            retest_regressions=args.retest_regressions),
     )
     tally = ", ".join(f"{count} {status}" for status, count in sorted(outcome.tally.items()))
     console.rule("xen-hil run interrupted" if outcome.exit_code > 128
                  else "xen-hil run finished")
+    console.print(escape(outcome.summary), highlight=False)
+    console.print(f"verdict : {outcome.verdict} (exit {outcome.exit_code})")
     console.print(f"results : {tally or 'no tests ran'}")
+    console.print(f"database: {escape(outcome.database)}")
     console.print(f"report  : {outcome.html}")
     console.print(f"com1    : {outcome.reports / 'com1'}")
     console.print(f"junit   : {outcome.reports / 'junit.xml'}")
@@ -173,7 +194,9 @@ def _run_directory(args: argparse.Namespace) -> Path:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Rebuild index.html (and junit.xml if missing) of a run from its allure-results."""
-    from .report import counts, junit_older_than_results, read_results, write_html, write_junit
+    from .pages import write_pages
+    from .report import counts, junit_older_than_results, read_results, write_junit
+    from .results import analysis
 
     run_dir = _run_directory(args)
     allure_dir = run_dir / "allure-results"
@@ -184,9 +207,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not results:
         raise ConfigError(f"{allure_dir}: no test result (the run stopped before its first "
                           "test ended), nothing to report; run the profile again")
-    html = write_html(run_dir, f"xen-hil run {run_dir.name} (rebuilt from allure-results)",
-                      results)
-    console.print(f"report  : {html} (rebuilt)")
+    db = _open_db(args, run_dir.parent)
+    try:
+        recorded = db.has_run(run_dir.name)
+        verdict = (analysis.analyse(db, run_dir.name, baseline_id=args.baseline,
+                                    known=analysis.known_issues(args.known_issues))
+                   if recorded else None)
+        trend = analysis.earlier_runs(db, verdict.run) if verdict is not None else []
+    finally:
+        db.close()
+    html = write_pages(run_dir, f"xen-hil run {run_dir.name} (rebuilt)", analysis=verdict,
+                       history=None, trend_runs=trend)
+    console.print(f"report  : {html} (rebuilt from allure-results"
+                  + (f" and {escape(db.describe())})" if recorded else
+                     f"; run {run_dir.name} is not in {escape(db.describe())})"))
     junit = run_dir / "junit.xml"
     if not junit.exists():
         console.print(f"junit   : {write_junit(run_dir, results)} (from allure-results)")
@@ -195,7 +229,6 @@ def cmd_report(args: argparse.Namespace) -> int:
                       "earlier run with this id? Delete it and run `xenhil report` again")
     else:
         console.print(f"junit   : {junit} kept (pytest's, richer than allure-results)")
-    # read_results sorts by status, so the tally lists failed first.
     tally = ", ".join(f"{count} {status}" for status, count in counts(results).items())
     console.print(f"results : {tally}")
     return 0
@@ -364,13 +397,60 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="reports directory name (default: a UTC timestamp)")
     run.add_argument("--keep-up", action="store_true",
                      help="leave the virtual lab running afterwards")
+    run.add_argument("--kind", default="adhoc", choices=RUN_KINDS,
+                     help="what the run is for (default: %(default)s); a passed nightly "
+                          "or qualification run becomes the baseline of later runs")
+    run.add_argument("--baseline", metavar="RUN",
+                     help="compare with this run (default: the last passed nightly or "
+                          "qualification run of the same profile on the same lab)")
+    run.add_argument("--retest-regressions", action="store_true",
+                     help="run each regressed test once more at the end; one that passes "
+                          "then is FLAKY, not a regression (osstest's rule)")
+    run.add_argument("--known-issues", type=Path, metavar="FILE",
+                     help="reviewed known issues (default: known-issues.yaml of the "
+                          "harness)")
+    _database_option(run)
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
                      help="passed to pytest, e.g. -- -k dmesg")
     run.set_defaults(func=cmd_run)
 
+    runs = commands.add_parser("runs", help="recent runs with their verdicts")
+    runs.add_argument("--limit", type=int, default=20, help="how many (default: %(default)s)")
+    runs.add_argument("--profile", help="only runs of this profile")
+    _database_option(runs)
+    runs.set_defaults(func=cmd_runs)
+
+    compare = commands.add_parser(
+        "compare", help="a run against its baseline: regressions, known issues, flaky tests",
+        description="Labels every test that did not pass: REGRESSION (passed in the "
+                    "baseline), LIKE BASELINE, NEVER PASSED on this lab, FLAKY (passed on "
+                    "its retest), KNOWN (matches known-issues.yaml), BROKEN (the lab). "
+                    "Figures worse than the median of earlier baseline runs by more than "
+                    "their tolerance are flagged. Exits like `xenhil run`.")
+    compare.add_argument("run", metavar="RUN", help="run id")
+    compare.add_argument("--baseline", metavar="RUN", help="compare with this run "
+                         "(default: the run's own baseline)")
+    compare.add_argument("--known-issues", type=Path, metavar="FILE",
+                         help="reviewed known issues (default: the harness's)")
+    _database_option(compare)
+    compare.set_defaults(func=cmd_compare)
+
+    history = commands.add_parser(
+        "history", help="one test's status and figures over the last runs")
+    history.add_argument("test", metavar="TEST_ID", help="test id as `xenhil compare` "
+                         "prints it, e.g. testsuites/boot/test_boot.py::"
+                         "test_expected_xen_version_booted[vlab1]")
+    history.add_argument("--host", help="only runs where the test ran on this host")
+    history.add_argument("--limit", type=int, default=20, help="how many runs "
+                         "(default: %(default)s)")
+    _database_option(history)
+    history.set_defaults(func=cmd_history)
+
     report = commands.add_parser(
-        "report", help="rebuild a run's index.html and junit.xml from its allure-results",
-        description="Use it after a run was killed (SIGKILL, OOM killer, a lost CI job): "
+        "report", help="rebuild a run's pages from its allure-results and the database",
+        description="Rebuilds index.html with the run's comparison against its baseline "
+                    "(from the results database, with today's known issues). "
+                    "Use it after a run was killed too (SIGKILL, OOM killer, a lost CI job): "
                     "the run then wrote neither index.html nor junit.xml, but allure-pytest "
                     "had written a result for every test that ended. Rebuilds index.html "
                     "always, and writes junit.xml only where it is missing: a junit.xml "
@@ -382,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reports", type=Path, metavar="DIR",
                         help="reports directory to find RUN in (default: the lab file's "
                              "xenhil.reports)")
+    report.add_argument("--baseline", metavar="RUN", help="compare with this run "
+                        "(default: the run's own baseline)")
+    report.add_argument("--known-issues", type=Path, metavar="FILE",
+                        help="reviewed known issues (default: the harness's)")
+    _database_option(report)
     report.set_defaults(func=cmd_report)
 
     lab_commands = commands.add_parser("lab", help="the lab file").add_subparsers(
@@ -431,6 +516,69 @@ def build_parser() -> argparse.ArgumentParser:
     power.add_argument("action", choices=["on", "off", "cycle", "status"])
     power.set_defaults(func=cmd_power)
     return parser
+
+
+def _database_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL", help="results database: an SQLAlchemy URL "
+                        "(postgresql://...) or an SQLite file (default: $XENHIL_DB, the lab "
+                        "file's xenhil.results_db, or results.sqlite in $XENHIL_DATA or the "
+                        "reports directory)")
+
+
+def _open_db(args: argparse.Namespace, reports_dir: Path | None = None) -> ResultsDB:
+    """The results database of --db, $XENHIL_DB or the lab file; else the SQLite file
+    in $XENHIL_DATA or `reports_dir` (default: the lab's reports directory)."""
+    from .results.db import ResultsDB, resolve_url
+
+    lab = _lab(args, check_files=False)
+    lab_value = lab.options.get("results_db")
+    return ResultsDB.open(resolve_url(args.db, expand(lab_value) if lab_value else None,
+                                      reports_dir or lab.reports_dir))
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .results.views import format_runs
+
+    db = _open_db(args)
+    try:
+        runs = db.runs(limit=args.limit, profile=args.profile)
+        if not runs:
+            console.print(f"no runs in {escape(db.describe())}")
+            return 0
+        console.print(format_runs(runs))
+    finally:
+        db.close()
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .results import analysis
+    from .results.compare import exit_code
+    from .results.render import render_text
+
+    db = _open_db(args)
+    try:
+        result = analysis.analyse(db, args.run, baseline_id=args.baseline,
+                                  known=analysis.known_issues(args.known_issues))
+    finally:
+        db.close()
+    print(render_text(result.comparison))
+    return exit_code(result.comparison.verdict)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from .results.views import format_history
+
+    db = _open_db(args)
+    try:
+        entries = db.history(args.test, host=args.host, limit=args.limit)
+    finally:
+        db.close()
+    if not entries:
+        raise ConfigError(f"no result of {args.test} in the results database; test ids "
+                          "are printed by `xenhil compare RUN`")
+    console.print(format_history(args.test, entries))
+    return 0
 
 
 def error_line(error: BaseException) -> str:

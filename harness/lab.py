@@ -53,6 +53,8 @@ LAB_OPTIONS = {
     "defaults": Mapping,
     "hosts": Mapping,
     "vlab": Mapping,
+    # where the lab's runs are recorded: an SQLAlchemy URL (a lab shared by runners)
+    "results_db": str,
 }
 # `xenhil.vlab`: how `xenhil vlab up` builds each machine of a virtual lab.
 VLAB_OPTIONS = {"memory_mb": int, "vcpus": int, "hosts": Mapping}

@@ -1,8 +1,13 @@
-"""`xenhil run`: a profile of scenarios against a lab, with reports.
+"""`xenhil run`: a profile of scenarios against a lab, with reports and a verdict.
 
 Before anything touches a host: the lab file is validated, the build is read, every
 selected host's BMC must answer. For the virtual lab the images are built (cached) and
 the BMCs started, and stopped again at the end unless --keep-up.
+
+Every test's result goes into the results database as it finishes. At the end the run
+is compared with its baseline (harness.results.compare): regressions exit 1, a broken
+lab or a run where nothing ran exits 2. With --retest-regressions each regressed test
+runs once more at the end, on the same hosts: one that passes then is FLAKY.
 """
 
 from __future__ import annotations
@@ -12,18 +17,27 @@ import logging
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
 import pytest
 
-from .build import load_build
+from .build import XenBuild, load_build
 from .errors import ConfigError, InfrastructureError
 from .ipmi import BMCError
 from .lab import Lab, load_lab
+from .pages import write_pages
 from .paths import cache_dir, data_root, expand
 from .plugin import default_run_id
-from .report import counts, read_results, write_html, write_junit
+from .report import counts, read_results, write_junit
+from .results import analysis
+from .results.compare import exit_code, regressions_to_retest
+from .results.db import ResultsDB, data_home, resolve_url
+from .results.known import KnownIssue
+from .results.recorder import harness_revision, runner_identity
+from .results.records import RUN_KINDS, RunRecord
+from .results.render import render_text
 from .targets import lab_environment, power_of
 
 log = logging.getLogger(__name__)
@@ -45,7 +59,14 @@ PROFILES = {
                              "support bundles (supportconfig / sos) with guests running"),
     "migration": Profile(("testsuites/migration",),
                          "save/restore, local and live migration (two hosts)"),
+    "smoke": Profile(("testsuites/boot/test_boot.py::test_expected_xen_version_booted",
+                      "testsuites/networking/test_bridged.py::test_bridged_guest_talks_to_dom0"),
+                     "a quick look at a build: the expected Xen boots, a bridged guest "
+                     "talks to dom0"),
 }
+
+# pytest's own exit codes that mean the harness or its input failed, not a test.
+_PYTEST_TROUBLE = (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
 
 
 @dataclass(frozen=True)
@@ -54,6 +75,9 @@ class RunOutcome:
     reports: Path
     html: Path
     tally: dict[str, int]
+    verdict: str
+    summary: str  # the comparison with the baseline, as text for the terminal
+    database: str  # where the results went, password hidden
 
 
 def _start_vlab(lab: Lab, run_id: str, keep_up: bool) -> bool:
@@ -124,6 +148,17 @@ def preflight(lab: Lab, hosts: list[str] | None) -> None:
         raise InfrastructureError("lab not usable, nothing was run:\n  " + "\n  ".join(problems))
 
 
+@dataclass(frozen=True)
+class Recording:
+    """What the run records, and what it is compared with."""
+
+    kind: str = "adhoc"
+    database: str | None = None  # URL or path; default: resolve_url's
+    baseline: str | None = None  # run id; default: the last passed baseline run
+    known_issues: Path | None = None
+    retest_regressions: bool = False
+
+
 def run(
     lab_path: Path,
     *,
@@ -133,22 +168,69 @@ def run(
     run_id: str | None = None,
     keep_up: bool = False,
     extra_pytest_args: list[str] | None = None,
+    recording: Recording = Recording(),
 ) -> RunOutcome:
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    if recording.kind not in RUN_KINDS:
+        raise ConfigError(f"unknown run kind {recording.kind!r}; known: {', '.join(RUN_KINDS)}")
     run_id = run_id or default_run_id()
     # Key and password files of the virtual lab exist only once it is up.
     unchecked = load_lab(lab_path, check_files=False)
-    # Bad names and builds are said before anything starts (the virtual lab included).
+    # Bad names, builds, known issues and baselines are said before anything starts.
     unchecked.select(hosts)
     if build:
         load_build(expand(build))
+    known = analysis.known_issues(recording.known_issues)
+    lab_database = unchecked.options.get("results_db")
+    url = resolve_url(recording.database, expand(lab_database) if lab_database else None,
+                      unchecked.reports_dir)
+    db = ResultsDB.open(url)
+    try:
+        if recording.baseline is not None and db.get_run(recording.baseline) is None:
+            raise ConfigError(f"--baseline {recording.baseline}: no such run in "
+                              f"{db.describe()}; `xenhil runs` lists the runs it has")
+        return _run_recorded(lab_path, unchecked, db, url, known, profile=profile,
+                             build=build, hosts=hosts, run_id=run_id, keep_up=keep_up,
+                             extra_pytest_args=extra_pytest_args or [], recording=recording)
+    finally:
+        db.close()
+
+
+def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
+                  known: list[KnownIssue], *, profile: str, build: str | None,
+                  hosts: list[str] | None, run_id: str, keep_up: bool,
+                  extra_pytest_args: list[str], recording: Recording) -> RunOutcome:
     is_vlab = "vlab" in unchecked.options
+    pytest_code = int(pytest.ExitCode.NO_TESTS_COLLECTED)
     with _sigterm_interrupts() as signals:
         started_vlab = is_vlab and _start_vlab(unchecked, run_id, keep_up)
         try:
-            exit_code, lab, reports = _run_pytest(lab_path, profile, build, hosts, run_id,
-                                                  extra_pytest_args)
+            lab, xen_build = _prepare(lab_path, build, hosts)
+            reports = lab.reports_dir / run_id
+            label, packages, build_hash = analysis.build_fields(xen_build)
+            db.start_run(RunRecord(
+                id=run_id, profile=profile, lab=lab.name, kind=recording.kind,
+                build_label=label, build_packages=packages, build_hash=build_hash,
+                started=datetime.now(UTC), runner=runner_identity(),
+                revision=harness_revision()))
+            args = _pytest_args(lab_path, lab, hosts, run_id, build, url)
+            log.info("run %s: profile %s on %s; reports in %s; results in %s", run_id,
+                     profile, ", ".join(spec.name for spec in lab.select(hosts)), reports,
+                     db.describe())
+            pytest_code = _pytest(reports, [*_profile_paths(profile), *args,
+                                            *extra_pytest_args], first=True)
+            verdict = analysis.analyse(db, run_id, baseline_id=recording.baseline,
+                                       known=known)
+            retest = regressions_to_retest(verdict.comparison)
+            if recording.retest_regressions and retest and not signals:
+                log.info("retesting %d regressed test(s) once: %s", len(retest),
+                         ", ".join(retest))
+                # The hosts still run the build: no second install and boot.
+                _pytest(reports, [*(str(data_root() / test) for test in retest), *args,
+                                  "--attempt", "2", "--reuse-booted"], first=False)
+                verdict = analysis.analyse(db, run_id, baseline_id=recording.baseline,
+                                           known=known)
         finally:
             if is_vlab:
                 from .vlab import control
@@ -158,43 +240,74 @@ def run(
                     control.clear_owner()
                 elif not keep_up:
                     control.write_owner(run_id, keep_up=True)  # not ours to stop
+        comparison = verdict.comparison
+        final = "interrupted" if signals else comparison.verdict
+        db.end_run(run_id, datetime.now(UTC), final)
+        verdict = analysis.analyse(db, run_id, baseline_id=recording.baseline, known=known)
         results = read_results(reports / "allure-results")
-        html = write_html(reports, f"xen-hil run {run_id} ({profile}, lab {lab.name})",
-                          results)
+        html = write_pages(reports, f"xen-hil run {run_id} ({profile}, lab {lab.name})",
+                           analysis=verdict, history=allure_history(lab),
+                           trend_runs=analysis.earlier_runs(db, verdict.run))
         # pytest's junit.xml leaves out a test it was interrupted in: write it from
         # allure-results then, where that test is reported broken ("interrupted").
         if signals or not (reports / "junit.xml").exists():
             write_junit(reports, results)
     if signals:
-        exit_code = 128 + signals[0]
-    return RunOutcome(exit_code, reports, html, dict(counts(results)))
+        code = 128 + signals[0]
+    elif pytest_code in _PYTEST_TROUBLE:
+        code = 2
+    else:
+        code = exit_code(comparison.verdict)
+    return RunOutcome(code, reports, html, dict(counts(results)), final,
+                      render_text(comparison), db.describe())
 
 
-def _run_pytest(lab_path: Path, profile: str, build: str | None, hosts: list[str] | None,
-                run_id: str, extra_pytest_args: list[str] | None) -> tuple[int, Lab, Path]:
+def allure_history(lab: Lab) -> Path:
+    """The lab's Allure history (one line per run), beside its results database."""
+    return data_home(lab.reports_dir) / f"allure-history-{lab.name}.jsonl"
+
+
+def _profile_paths(profile: str) -> list[str]:
+    return [str(data_root() / path) for path in PROFILES[profile].paths]
+
+
+def _prepare(lab_path: Path, build: str | None,
+             hosts: list[str] | None) -> tuple[Lab, XenBuild]:
+    """The lab file with its files checked (the virtual lab's exist once it is up), the
+    build, and every selected BMC answering."""
     lab = load_lab(lab_path)
-    selected = lab.select(hosts)
-    default_build = lab.options.get("default_build")
-    if not build and default_build:
-        load_build(expand(default_build))  # the virtual lab's exists once it is up
+    lab.select(hosts)
+    source = build or lab.options.get("default_build")
+    if not source:
+        raise ConfigError("no build given: pass --build DIR (a directory of .deb or .rpm "
+                          f"files) or set xenhil.default_build in {lab.path}")
+    xen_build = load_build(expand(str(source)))
     preflight(lab, hosts)
+    return lab, xen_build
+
+
+def _pytest_args(lab_path: Path, lab: Lab, hosts: list[str] | None, run_id: str,
+                 build: str | None, database: str) -> list[str]:
     reports = lab.reports_dir / run_id
-    reports.mkdir(parents=True, exist_ok=True)
-    args = [
-        *(str(data_root() / path) for path in PROFILES[profile].paths),
+    return [
         # labgrid's own pytest plugin is not used: our plugin builds the targets.
         "--rootdir", str(data_root()), "-p", "no:cacheprovider", "-p", "no:labgrid",
         "--lab", str(lab_path), "--run-id", run_id,
         # only hosts the user chose: without, the lab's single_host_scenarios_on holds
-        *(["--hosts", ",".join(spec.name for spec in selected)] if hosts else []),
-        # a rerun with the same run id must not mix in the earlier run's results
-        "--alluredir", str(reports / "allure-results"), "--clean-alluredir",
-        "--junitxml", str(reports / "junit.xml"),
+        *(["--hosts", ",".join(spec.name for spec in lab.select(hosts))] if hosts else []),
+        "--alluredir", str(reports / "allure-results"),
+        "--results-db", database, "--record-run",
         "-o", "log_cli=true", "--log-cli-level=INFO", "-v",
         *(["--build", build] if build else []),
-        *(extra_pytest_args or []),
     ]
-    (reports / "junit.xml").unlink(missing_ok=True)  # an earlier run's, with this id
-    log.info("run %s: profile %s on %s; reports in %s", run_id, profile,
-             ", ".join(spec.name for spec in selected), reports)
-    return int(pytest.main(args)), lab, reports
+
+
+def _pytest(reports: Path, args: list[str], *, first: bool) -> int:
+    """pytest on `args`. The run's first session starts its reports afresh (a rerun with
+    the same run id must not mix in an earlier run's results); a retest adds to them and
+    keeps the first session's junit.xml."""
+    reports.mkdir(parents=True, exist_ok=True)
+    if first:
+        (reports / "junit.xml").unlink(missing_ok=True)
+        args = [*args, "--clean-alluredir", "--junitxml", str(reports / "junit.xml")]
+    return int(pytest.main(args))
