@@ -17,6 +17,7 @@ from harness.lab import DEFAULT_LAB, Lab, load_lab
 from harness.paths import cache_dir
 from harness.vlab import control
 from harness.vlab.builds import fetch_builds
+from harness.vlab.derived_builds import make_derived_builds
 from harness.vlab.image import Image, build_image
 
 
@@ -26,6 +27,7 @@ def vlab_image() -> Image:
         pytest.fail("the end-to-end tests need root (QEMU images, loop-free disk build)")
     image = build_image(cache_dir())
     fetch_builds(cache_dir(), image)
+    make_derived_builds(cache_dir())  # the builds with a known defect (test_results.py)
     return image
 
 

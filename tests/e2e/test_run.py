@@ -76,6 +76,11 @@ def test_make_run_default_profile(vlab_stopped: Lab) -> None:
     reports = PROJECT_ROOT / "reports" / run_id
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
     assert f"report  : {reports / 'index.html'}" in done.stderr
+    assert "verdict : passed (exit 0)" in done.stderr
+    # The Allure 3 report and the qualification summary are written beside it.
+    assert "googletagmanager" not in (reports / "allure-report" / "index.html").read_text()
+    assert "Qualification of xen-hypervisor-4.17-amd64" in (
+        reports / "qualification.html").read_text()
 
     results = allure_results(reports)
     status = {name: result["status"] for name, result in results.items()}
@@ -329,7 +334,9 @@ def test_unreachable_console_is_lab_breakage(vlab: Lab, tmp_path: Path) -> None:
          "--run-id", "dead-console", "--", "-k", "version"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
     reports = tmp_path / "reports" / "dead-console"
-    assert done.returncode == 1, done.stdout[-4000:] + done.stderr[-4000:]
+    # The lab broke and nothing else decided the run: exit 2, not a product failure.
+    assert done.returncode == 2, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "verdict : broken (exit 2)" in done.stderr
     result = allure_results(reports)["test_expected_xen_version_booted[vlab1]"]
     assert result["status"] == "broken", result["status"]
     assert "boot stage 'firmware' not reached" in result["statusDetails"]["message"]

@@ -1,0 +1,121 @@
+"""Results that remember, end to end on the virtual lab: three `xenhil run`s of the
+smoke profile sharing one results database, as a nightly lab runs them.
+
+1. 4.17.7: passes, and becomes the baseline (kind nightly).
+2. The same profile on 4.17.7 with a broken vif-bridge (`xenhil vlab build` makes it):
+   the bridged guest test is a REGRESSION and the run exits 1. A test made to fail on
+   its first try only is retested at the end (--retest-regressions) and is FLAKY.
+3. The defective build again, with a known-issues entry for the bridged test: KNOWN,
+   the run exits 0 and its page shows the bug link.
+Then `xenhil compare` names the regression of run 2, and `xenhil runs` and
+`xenhil history` show the three runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.lab import Lab
+from harness.paths import PROJECT_ROOT, cache_dir
+from harness.vlab import control
+
+from .test_run import XENHIL, allure_results
+
+SMOKE = ["run", "--profile", "smoke", "--hosts", "vlab1", "--kind", "nightly", "--keep-up"]
+FAIL_ONCE = str(Path(__file__).parent / "scenarios" / "fail_once.py")
+BRIDGED = "testsuites/networking/test_bridged.py::test_bridged_guest_talks_to_dom0[vlab1]"
+FLAKY = "tests/e2e/scenarios/fail_once.py::test_fails_on_its_first_try_only"
+BUG = "https://bugs.example.org/show_bug.cgi?id=4242"
+
+
+@pytest.fixture
+def results_env(vlab_stopped: Lab, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A results database of this test's own, and the virtual lab stopped at the end
+    (the runs keep it up between them, so the third can reuse the booted host)."""
+    env = {**os.environ, "XENHIL_DATA": str(tmp_path), "COLUMNS": "250",
+           "XENHIL_E2E_FAIL_ONCE": str(tmp_path / "fail-once")}
+    try:
+        yield env
+    finally:
+        control.down(vlab_stopped)
+        control.clear_owner()
+
+
+def xenhil(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*XENHIL, *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=1800)
+
+
+def output(done: subprocess.CompletedProcess[str]) -> str:
+    return done.stdout[-6000:] + done.stderr[-6000:]
+
+
+def test_regression_flaky_and_known_against_the_baseline(results_env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    broken_build = str(cache_dir() / "vlab" / "builds" / "xen-4.17.7-vifbroken")
+    reports = PROJECT_ROOT / "reports"
+
+    baseline = xenhil(results_env, *SMOKE, "--run-id", "e2e-results-baseline", "--",
+                      FAIL_ONCE)
+    assert baseline.returncode == 0, output(baseline)
+    assert "verdict : passed (exit 0)" in baseline.stderr
+
+    (tmp_path / "fail-once").touch()
+    regressed = xenhil(results_env, *SMOKE, "--run-id", "e2e-results-regressed",
+                       "--build", broken_build, "--retest-regressions", "--", FAIL_ONCE)
+    assert regressed.returncode == 1, output(regressed)
+    assert not (tmp_path / "fail-once").exists()  # its first try did fail
+    page = (reports / "e2e-results-regressed" / "index.html").read_text()
+    assert "REGRESSION" in page and "FLAKY" in page and "e2e-results-baseline" in page
+    assert "+xenhil.vifbroken1" in page  # the package that changed since the baseline
+    statuses = sorted((r["name"], r["status"]) for r in
+                      _all_results(reports / "e2e-results-regressed"))
+    # First tries and retests: the bridged test failed twice, the flaky one once.
+    assert statuses.count(("test_bridged_guest_talks_to_dom0[vlab1]", "failed")) == 2
+    assert ("test_fails_on_its_first_try_only", "passed") in statuses
+    message = allure_results(reports / "e2e-results-regressed")[
+        "test_bridged_guest_talks_to_dom0[vlab1]"]["statusDetails"]["message"]
+    assert "vif-bridge" in message, message
+
+    compared = xenhil(results_env, "compare", "e2e-results-regressed")
+    assert compared.returncode == 1, output(compared)
+    regression_lines = [line for line in compared.stdout.splitlines() if BRIDGED in line]
+    assert regression_lines and "REGRESSION" in regression_lines[0], compared.stdout
+    assert any("FLAKY" in line for line in compared.stdout.splitlines() if FLAKY in line)
+
+    known = tmp_path / "known-issues.yaml"
+    known.write_text(f"""\
+known_issues:
+  - test: "{BRIDGED.split('[')[0]}*"
+    message: vif-bridge
+    bug: "{BUG}"
+    reason: the vifbroken build ships a vif-bridge that always fails (deliberately)
+""")
+    known_run = xenhil(results_env, *SMOKE, "--run-id", "e2e-results-known",
+                       "--build", broken_build, "--known-issues", str(known), "--",
+                       "--reuse-booted")
+    assert known_run.returncode == 0, output(known_run)
+    page = (reports / "e2e-results-known" / "index.html").read_text()
+    assert "KNOWN" in page and BUG in page and "e2e-results-baseline" in page
+
+    runs = xenhil(results_env, "runs")
+    assert runs.returncode == 0, output(runs)
+    for run_id, verdict in (("e2e-results-baseline", "passed"),
+                            ("e2e-results-regressed", "regressed"),
+                            ("e2e-results-known", "passed")):
+        assert any(run_id in line and verdict in line for line in runs.stdout.splitlines()
+                   + runs.stderr.splitlines()), runs.stdout + runs.stderr
+    history = xenhil(results_env, "history", BRIDGED)
+    assert history.returncode == 0, output(history)
+    assert (history.stdout + history.stderr).count("e2e-results-") == 3
+
+
+def _all_results(run_dir: Path) -> list[dict]:
+    return [json.loads(path.read_text())
+            for path in (run_dir / "allure-results").glob("*-result.json")]
