@@ -40,6 +40,9 @@ examples:
   xenhil compare RUN_ID             a run against its baseline: regressions, known, flaky
   xenhil history TEST_ID            one test's status and figures over the last runs
   xenhil report RUN_ID              index.html and junit.xml of a run that was killed
+  xenhil reproduce TEST --count 10  one test 10 times on the host where it last failed
+  xenhil bisect TEST --good DIR --bad DIR --builds DIR
+                                    the first bad build of a series
   xenhil lab check --lab labs/my-lab.yaml
   xenhil --lab labs/my-lab.yaml lab trust xen-r640-01
   xenhil console vlab1              live com1, read-only
@@ -179,6 +182,111 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"com1    : {outcome.reports / 'com1'}")
     console.print(f"junit   : {outcome.reports / 'junit.xml'}")
     return outcome.exit_code
+
+
+REPRODUCE_EPILOG = """\
+examples:
+  xenhil reproduce testsuites/networking/test_bridged.py::test_bridged_guest_talks_to_dom0 \\
+      --host vlab1 --build ~/.cache/xen-hil/vlab/builds/xen-4.17.7-vifbroken --count 5 \\
+      --until fail
+                  run the bridged guest test up to 5 times, stop at the first failure
+
+Each attempt is a run of its own (reports/repro-<time>-tryNN/: index.html, com1 logs,
+the test's evidence), recorded in the results database as kind repro. Without --host
+the test runs on the host where it last failed (from the results database).
+
+exit codes: 0 every attempt passed; 1 the test failed at least once (reproduced);
+2 no failure, but an attempt was broken or skipped (or bad input); 128+N stopped by
+signal N (Ctrl-C: 130, SIGTERM: 143).
+"""
+
+
+def _bisect_epilog() -> str:
+    from .bughunt.bisect import EXIT_CODES, MEANINGS
+
+    codes = "\n".join(f"  {code}  {verdict.value}: {MEANINGS[verdict]}"
+                      for verdict, code in EXIT_CODES.items())
+    return f"""\
+examples:
+  xenhil bisect testsuites/networking/test_bridged.py::test_bridged_guest_talks_to_dom0 \\
+      --good ~/.cache/xen-hil/vlab/builds/series/xen-4.17.7+xenhil.1 \\
+      --bad ~/.cache/xen-hil/vlab/builds/series/xen-4.17.7+xenhil.4 \\
+      --builds ~/.cache/xen-hil/vlab/builds/series --confirm 1
+                  the first bad build of the virtual lab's series (it is +xenhil.3)
+
+The builds are ordered by the version of their hypervisor package (dpkg's rules);
+those between --good and --bad are searched. The rules (osstest's cs-bisection-step,
+KernelCI's retries):
+  - before the search, the good build must pass and the bad build fail, K times each
+    (--confirm, default 2), interleaved: good, bad, good, bad;
+  - a step tests one build with --runs-per-step runs: it is bad if any run fails;
+  - a broken or skipped run is tried again up to 3 times, then the build is skipped;
+  - at the end the last good / first bad pair is confirmed K times each (--confirm,
+    default 3), interleaved.
+Each run is a run of its own (reports/bisect-<time>-stepNN-runR-tryT/), recorded in the
+results database as kind bisect; reports/bisect-<time>/index.html shows every step with
+links to its runs' reports and com1 logs, and the evidence of the last failure
+(summary.json: the same for scripts). Without --host the test runs on the host where
+it last failed (from the results database).
+
+exit codes (one per verdict):
+{codes}
+  2  bad input
+  128+N  stopped by signal N (Ctrl-C: 130, SIGTERM: 143); the page shows the steps so far
+"""
+
+
+def _expanded_path(value: str) -> Path:
+    """A path argument with ${NAME} and a leading ~ expanded, as in lab files."""
+    return Path(expand(value))
+
+
+def _hunt_host(args: argparse.Namespace) -> str:
+    """--host, else the host of the test's last failure in the results database."""
+    from .bughunt.lab_steps import last_failed_host
+
+    lab = _lab(args, check_files=False)
+    if args.host:
+        lab.select([args.host])  # an unknown host is named before anything runs
+        return str(args.host)
+    db = _open_db(args)
+    try:
+        host = last_failed_host(db, args.test, lab)
+        where = db.describe()
+    finally:
+        db.close()
+    if host is None:
+        raise ConfigError(f"{args.test}: no failure of it on lab {lab.name} in {where}; "
+                          "give the host with --host")
+    console.print(f"host: {host} (where {escape(args.test)} last failed)", highlight=False)
+    return host
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .bughunt.commands import run_reproduce
+
+    if args.count < 1:
+        raise ConfigError(f"--count {args.count}: give 1 or more")
+    return run_reproduce(args.lab, args.test, host=_hunt_host(args), build=args.build,
+                         count=args.count, until=args.until, database=args.db,
+                         console=console)
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    from .bughunt.bisect import Confirm
+    from .bughunt.commands import run_bisect
+    from .bughunt.series import bisection_series, builds_in
+
+    if args.confirm is not None and args.confirm < 1:
+        raise ConfigError(f"--confirm {args.confirm}: give 1 or more")
+    if args.runs_per_step < 1:
+        raise ConfigError(f"--runs-per-step {args.runs_per_step}: give 1 or more")
+    others = args.builds_listed + (builds_in(args.builds) if args.builds else [])
+    series = bisection_series(args.good, args.bad, others)
+    confirm = Confirm() if args.confirm is None else Confirm(args.confirm, args.confirm)
+    return run_bisect(args.lab, args.test, host=_hunt_host(args), series=series,
+                      confirm=confirm, runs_per_step=args.runs_per_step,
+                      database=args.db, console=console)
 
 
 def _run_directory(args: argparse.Namespace) -> Path:
@@ -468,6 +576,51 @@ def build_parser() -> argparse.ArgumentParser:
                         help="reviewed known issues (default: the harness's)")
     _database_option(report)
     report.set_defaults(func=cmd_report)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="run one test N times on one host: its failure rate k/N",
+        description="Runs the test COUNT times on the same host, each attempt a run of "
+                    "its own, and prints each attempt's result as it ends, then k/N: "
+                    "the attempts that failed of those made.",
+        epilog=REPRODUCE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    reproduce.add_argument("test", metavar="TEST", help="test id as `xenhil compare` and "
+                           "`xenhil history` print it, with or without its host parameter")
+    reproduce.add_argument("--host", help="host to run on (default: where the test last "
+                           "failed, from the results database)")
+    reproduce.add_argument("--build", type=_expanded_path,
+                           help="Xen build: a directory of .deb or .rpm files (default: "
+                                "the lab's default_build)")
+    reproduce.add_argument("--count", type=int, required=True, help="attempts to make")
+    reproduce.add_argument("--until", choices=("fail", "pass"),
+                           help="stop after the first attempt that fails (or passes)")
+    _database_option(reproduce)
+    reproduce.set_defaults(func=cmd_reproduce)
+
+    bisect = commands.add_parser(
+        "bisect", help="find the first bad build of a series, for one test on one host",
+        description="Searches the builds between a good and a bad build for the first "
+                    "that fails the test, confirming both ends first and the result last.",
+        epilog=_bisect_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    bisect.add_argument("test", metavar="TEST", help="test id as `xenhil compare` and "
+                        "`xenhil history` print it, with or without its host parameter")
+    bisect.add_argument("--good", type=_expanded_path, required=True, metavar="BUILD",
+                        help="a build directory the test passes on")
+    bisect.add_argument("--bad", type=_expanded_path, required=True, metavar="BUILD",
+                        help="a newer build directory the test fails on")
+    bisect.add_argument("builds_listed", type=_expanded_path, nargs="*", metavar="BUILD",
+                        help="the builds to search (build directories), in any order")
+    bisect.add_argument("--builds", type=_expanded_path, metavar="DIR",
+                        help="a directory whose subdirectories are the builds to search")
+    bisect.add_argument("--confirm", type=int, metavar="K",
+                        help="confirm each end K times before the search and the final "
+                             "pair K times after it (default: 2 and 3)")
+    bisect.add_argument("--runs-per-step", type=int, default=1, metavar="N",
+                        help="runs per build; a build is bad if any fails "
+                             "(default: %(default)s; more for an intermittent failure)")
+    bisect.add_argument("--host", help="host to run on (default: where the test last "
+                        "failed, from the results database)")
+    _database_option(bisect)
+    bisect.set_defaults(func=cmd_bisect)
 
     lab_commands = commands.add_parser("lab", help="the lab file").add_subparsers(
         dest="lab_command", required=True, metavar="ACTION")

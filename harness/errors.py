@@ -8,6 +8,8 @@ printed anything. A broken host is recovered by power cycle, not reported as a X
 
 from __future__ import annotations
 
+import signal
+
 
 class HarnessError(Exception):
     """Base of every error the harness raises on purpose."""
@@ -26,3 +28,12 @@ class ProductFailure(HarnessError, AssertionError):
 
     An AssertionError, so that pytest and allure report it as `failed`, while every
     other exception (InfrastructureError included) is reported as `broken`."""
+
+
+class SignalInterrupt(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, as the KeyboardInterrupt pytest and the harness handle:
+    `signum` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signal.Signals(signum).name}")
+        self.signum = signum

@@ -97,7 +97,7 @@ def counts(results: list[TestResult]) -> Counter[str]:
                            if s in STATUS_ORDER else 9)})
 
 
-_STYLE = """
+STYLE = """
 body { font-family: sans-serif; margin: 1.5em; }
 table { border-collapse: collapse; width: 100%; margin-bottom: 1em; }
 td, th { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }
@@ -220,7 +220,7 @@ def write_html(reports: Path, title: str, results: list[TestResult], *,
         ("allure-report/index.html", "Allure report")) if (reports / page).exists())
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>{_STYLE}</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>{esc(title)}</h1>
 {_header(analysis)}
 <p>{", ".join(f"{count} {status}" for status, count in tally.items())}.

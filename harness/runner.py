@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from types import FrameType
 import pytest
 
 from .build import XenBuild, load_build
-from .errors import ConfigError, InfrastructureError
+from .errors import ConfigError, InfrastructureError, SignalInterrupt
 from .ipmi import BMCError
 from .lab import Lab, load_lab
 from .pages import write_pages
@@ -65,6 +66,9 @@ PROFILES = {
                      "talks to dom0"),
 }
 
+# The profile a run of named tests (run(tests=...)) is recorded with.
+TESTS_PROFILE = "tests"
+
 # pytest's own exit codes that mean the harness or its input failed, not a test.
 _PYTEST_TROUBLE = (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
 
@@ -78,6 +82,7 @@ class RunOutcome:
     verdict: str
     summary: str  # the comparison with the baseline, as text for the terminal
     database: str  # where the results went, password hidden
+    run: RunRecord  # as recorded, with its results
 
 
 def _start_vlab(lab: Lab, run_id: str, keep_up: bool) -> bool:
@@ -94,7 +99,8 @@ def _start_vlab(lab: Lab, run_id: str, keep_up: bool) -> bool:
     running = any(control.host_status(host).bmc_running
                   for host in control.virtual_hosts(lab))
     owner = control.read_owner() if running else None
-    if owner is not None and isinstance(owner.get("pid"), int):
+    # A run earlier in this process (xenhil reproduce, bisect) is not another run.
+    if owner is not None and isinstance(owner.get("pid"), int) and owner["pid"] != os.getpid():
         if control.pid_alive(owner["pid"]):
             raise InfrastructureError(
                 f"the virtual lab is in use by run {owner.get('run_id')} (PID {owner['pid']}): "
@@ -114,25 +120,28 @@ def _start_vlab(lab: Lab, run_id: str, keep_up: bool) -> bool:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[list[int]]:
-    """SIGTERM ends the run like Ctrl-C: the current test is reported interrupted, its
+def interrupting_signals() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM end the run: the current test is reported interrupted, its
     fixtures clean up (guests destroyed), and the reports are written. A second
-    SIGTERM during that cleanup is ignored, so the cleanup finishes. Yields the
-    signals received."""
+    signal during that cleanup is ignored, so the cleanup finishes. Yields the
+    signals received (pytest itself would turn Ctrl-C into an exit code that does not
+    say so)."""
     received: list[int] = []
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         if len(received) == 1:
-            raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+            raise SignalInterrupt(signum)
         log.warning("%s again: still cleaning up, the run ends when that is done",
                     signal.Signals(signum).name)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def preflight(lab: Lab, hosts: list[str] | None) -> None:
@@ -169,8 +178,14 @@ def run(
     keep_up: bool = False,
     extra_pytest_args: list[str] | None = None,
     recording: Recording = Recording(),
+    tests: list[str] | None = None,
 ) -> RunOutcome:
-    if profile not in PROFILES:
+    """Run the profile's scenarios, or only `tests` (test ids relative to the scenarios'
+    root, e.g. testsuites/boot/test_boot.py::test_expected_xen_version_booted; the run
+    is then recorded with the profile TESTS_PROFILE)."""
+    if tests:
+        profile = TESTS_PROFILE
+    elif profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     if recording.kind not in RUN_KINDS:
         raise ConfigError(f"unknown run kind {recording.kind!r}; known: {', '.join(RUN_KINDS)}")
@@ -192,6 +207,7 @@ def run(
                               f"{db.describe()}; `xenhil runs` lists the runs it has")
         return _run_recorded(lab_path, unchecked, db, url, known, profile=profile,
                              build=build, hosts=hosts, run_id=run_id, keep_up=keep_up,
+                             paths=_test_paths(tests) if tests else _profile_paths(profile),
                              extra_pytest_args=extra_pytest_args or [], recording=recording)
     finally:
         db.close()
@@ -199,11 +215,11 @@ def run(
 
 def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
                   known: list[KnownIssue], *, profile: str, build: str | None,
-                  hosts: list[str] | None, run_id: str, keep_up: bool,
+                  hosts: list[str] | None, run_id: str, keep_up: bool, paths: list[str],
                   extra_pytest_args: list[str], recording: Recording) -> RunOutcome:
     is_vlab = "vlab" in unchecked.options
     pytest_code = int(pytest.ExitCode.NO_TESTS_COLLECTED)
-    with _sigterm_interrupts() as signals:
+    with interrupting_signals() as signals:
         started_vlab = is_vlab and _start_vlab(unchecked, run_id, keep_up)
         try:
             lab, xen_build = _prepare(lab_path, build, hosts)
@@ -218,7 +234,7 @@ def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
             log.info("run %s: profile %s on %s; reports in %s; results in %s", run_id,
                      profile, ", ".join(spec.name for spec in lab.select(hosts)), reports,
                      db.describe())
-            pytest_code = _pytest(reports, [*_profile_paths(profile), *args,
+            pytest_code = _pytest(reports, [*paths, *args,
                                             *extra_pytest_args], first=True)
             verdict = analysis.analyse(db, run_id, baseline_id=recording.baseline,
                                        known=known)
@@ -227,7 +243,7 @@ def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
                 log.info("retesting %d regressed test(s) once: %s", len(retest),
                          ", ".join(retest))
                 # The hosts still run the build: no second install and boot.
-                _pytest(reports, [*(str(data_root() / test) for test in retest), *args,
+                _pytest(reports, [*_test_paths(retest), *args,
                                   "--attempt", "2", "--reuse-booted"], first=False)
                 verdict = analysis.analyse(db, run_id, baseline_id=recording.baseline,
                                            known=known)
@@ -259,7 +275,7 @@ def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
     else:
         code = exit_code(comparison.verdict)
     return RunOutcome(code, reports, html, dict(counts(results)), final,
-                      render_text(comparison), db.describe())
+                      render_text(comparison), db.describe(), verdict.run)
 
 
 def allure_history(lab: Lab) -> Path:
@@ -268,7 +284,11 @@ def allure_history(lab: Lab) -> Path:
 
 
 def _profile_paths(profile: str) -> list[str]:
-    return [str(data_root() / path) for path in PROFILES[profile].paths]
+    return _test_paths(PROFILES[profile].paths)
+
+
+def _test_paths(tests: Sequence[str]) -> list[str]:
+    return [str(data_root() / test) for test in tests]
 
 
 def _prepare(lab_path: Path, build: str | None,
