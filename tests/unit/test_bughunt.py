@@ -5,9 +5,11 @@ bisection page, and the two commands with a scripted runner in place of the lab.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,17 +17,18 @@ import pytest
 import yaml
 
 from harness import cli
-from harness.bughunt import commands
+from harness.bughunt import commands, lab_steps
 from harness.bughunt.bisect import Confirm, bisect
 from harness.bughunt.lab_steps import last_failed_host, node_id, step_result
 from harness.bughunt.page import write_page
 from harness.bughunt.reproduce import RunEvent, reproduce
 from harness.bughunt.series import bisection_series, builds_in, order_by_version, read_build
 from harness.bughunt.steps import Interrupted, StepResult
-from harness.errors import ConfigError
+from harness.errors import ConfigError, InfrastructureError, SignalInterrupt
 from harness.lab import DEFAULT_LAB, load_lab
 from harness.results.db import ResultsDB, resolve_url
 from harness.results.records import ResultRecord, RunRecord
+from harness.runner import Recording, RunOutcome, interrupting_signals
 
 TEST = "testsuites/networking/test_bridged.py::test_bridged_guest_talks_to_dom0"
 
@@ -312,3 +315,64 @@ def test_bisect_command_refuses_bad_input(lab_file: Path, builds: Path,
     assert cli.main(["--lab", str(lab_file), "bisect", TEST, "--good", str(builds / "c"),
                      "--bad", str(builds / "a"), "--host", "nohost"]) == 2
     assert "unknown host 'nohost'" in capsys.readouterr().err
+
+
+# the lab runner around harness.runner.run
+
+def _outcome(tmp_path: Path, code: int, results: tuple[ResultRecord, ...]) -> RunOutcome:
+    return RunOutcome(code, tmp_path, tmp_path / "index.html", {}, "", "", "",
+                      RunRecord(id="r", profile="tests", lab="vlab", kind="bisect",
+                                results=results))
+
+
+def test_lab_runner_runs_the_one_test_on_the_one_host(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: dict[str, object] = {}
+
+    def run(lab_path: Path, **options: object) -> RunOutcome:
+        seen.update(options)
+        return _outcome(tmp_path, 1, (ResultRecord(f"{TEST}[vlab2]", "failed",
+                                                   hosts=("vlab2",), message="no vif"),))
+
+    monkeypatch.setattr(lab_steps, "run", run)
+    runner = lab_steps.LabStepRunner(DEFAULT_LAB, kind="bisect")
+    result = runner.run(f"{TEST}[vlab1]", Path("/builds/b1"), "vlab2", "bisect-t-step01")
+    assert (result.status, result.message, result.hosts) == ("failed", "no vif", ("vlab2",))
+    assert seen["tests"] == [TEST] and seen["hosts"] == ["vlab2"]
+    assert seen["build"] == "/builds/b1" and seen["run_id"] == "bisect-t-step01"
+    recording = seen["recording"]
+    assert isinstance(recording, Recording) and recording.kind == "bisect"
+
+
+def test_lab_runner_broken_lab_interrupt_and_unknown_test(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    runner = lab_steps.LabStepRunner(DEFAULT_LAB, kind="repro")
+
+    def broken_lab(lab_path: Path, **options: object) -> RunOutcome:
+        raise InfrastructureError("vlab1's BMC does not answer")
+
+    monkeypatch.setattr(lab_steps, "run", broken_lab)
+    result = runner.run(TEST, None, "vlab1", "repro-t-try01")
+    assert (result.status, result.message) == ("broken", "vlab1's BMC does not answer")
+
+    monkeypatch.setattr(lab_steps, "run", lambda lab_path, **options: _outcome(
+        tmp_path, 143, (ResultRecord(TEST, "broken", message="interrupted"),)))
+    with pytest.raises(Interrupted) as interrupted:
+        runner.run(TEST, None, "vlab1", "repro-t-try01")
+    assert interrupted.value.signum == 15 and interrupted.value.result is not None
+    assert interrupted.value.result.message == "interrupted"
+
+    monkeypatch.setattr(lab_steps, "run", lambda lab_path, **options: _outcome(
+        tmp_path, 2, ()))
+    with pytest.raises(ConfigError, match="selects no test on vlab1"):
+        runner.run("testsuites/nothing.py::test_none", None, "vlab1", "repro-t-try01")
+
+
+def test_ctrl_c_and_sigterm_are_recorded_and_a_second_one_waits() -> None:
+    with interrupting_signals() as received:
+        with pytest.raises(SignalInterrupt) as first:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at once; this is never reached
+        os.kill(os.getpid(), signal.SIGTERM)  # during the cleanup: only logged
+    assert first.value.signum == signal.SIGINT
+    assert received == [signal.SIGINT, signal.SIGTERM]
