@@ -269,7 +269,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ConfigError(f"--count {args.count}: give 1 or more")
     return run_reproduce(args.lab, args.test, host=_hunt_host(args), build=args.build,
                          count=args.count, until=args.until, database=args.db,
-                         console=console)
+                         console=console, fresh_boot=args.fresh_boot)
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
@@ -593,6 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--count", type=int, required=True, help="attempts to make")
     reproduce.add_argument("--until", choices=("fail", "pass"),
                            help="stop after the first attempt that fails (or passes)")
+    reproduce.add_argument("--fresh-boot", action="store_true",
+                           help="install the build and power cycle the host for every "
+                                "attempt (default: the first attempt does; later ones use "
+                                "the host as it is while it still runs the build, and boot "
+                                "it again after a crash)")
     _database_option(reproduce)
     reproduce.set_defaults(func=cmd_reproduce)
 

@@ -68,13 +68,14 @@ class ProgressPrinter:
 
 def run_reproduce(lab_path: Path, test_id: str, *, host: str, build: Path | None,
                   count: int, until: str | None, database: str | None,
-                  console: Console) -> int:
-    runner = LabStepRunner(lab_path, kind="repro", database=database)
+                  console: Console, fresh_boot: bool = False) -> int:
+    runner = LabStepRunner(lab_path, kind="repro", database=database,
+                           reuse_booted=not fresh_boot)
     hunt_id = f"repro-{default_run_id()}"
     console.print(f"reproduce {escape(test_id)} on {escape(host)}, build "
                   f"{escape(str(build) if build else 'the lab default')}: {count} "
                   f"attempt(s){f', until it {until}s' if until else ''}", highlight=False)
-    with interrupting_signals():
+    with interrupting_signals(), runner:
         outcome = reproduce(runner, test_id, host, build, count, until=until,
                             hunt_id=hunt_id, on_run=ProgressPrinter(console, "attempts"))
     tally = ", ".join(f"{sum(r.status == status for r in outcome.attempts)} {status}"
@@ -105,7 +106,7 @@ def run_bisect(lab_path: Path, test_id: str, *, host: str, series: list[SeriesBu
     console.print(f"bisect {escape(test_id)} on {escape(host)} over {len(series)} builds: "
                   f"{escape(', '.join(build.name for build in series))}; page: "
                   f"{out / 'index.html'}", highlight=False)
-    with interrupting_signals():
+    with interrupting_signals(), runner:
         outcome = bisector.bisect()
         page = write_page(outcome, out)
     console.rule("xen-hil bisect " + ("interrupted" if outcome.signum else "finished"))

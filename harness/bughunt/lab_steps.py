@@ -59,20 +59,48 @@ def step_result(run_id: str, reports: Path, results: tuple[ResultRecord, ...],
 
 
 class LabStepRunner:
-    def __init__(self, lab_path: Path, *, kind: str, database: str | None = None) -> None:
+    """Runs on the lab, one after another. The virtual lab stays up between them and is
+    stopped by close() if the first run started it. With `reuse_booted`, a run finds
+    the host still running the build of the run before and uses it as it is (a host
+    that crashed, or runs another build, is installed and booted as usual)."""
+
+    def __init__(self, lab_path: Path, *, kind: str, database: str | None = None,
+                 reuse_booted: bool = False) -> None:
         self.lab_path = lab_path
         self.lab = load_lab(lab_path, check_files=False)
         self.kind = kind
         self.database = database
+        self.reuse_booted = reuse_booted
+        self.vlab_was_up: bool | None = None  # known at the first run
+
+    def __enter__(self) -> LabStepRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the virtual lab if this runner's runs started it."""
+        if "vlab" in self.lab.options and self.vlab_was_up is False:
+            from ..vlab import control
+
+            control.down(self.lab)
+            control.clear_owner()
 
     def run(self, test_id: str, build: Path | None, host: str,
             attempt_label: str) -> StepResult:
         started = time.monotonic()
         reports = self.lab.reports_dir / attempt_label
+        if self.vlab_was_up is None and "vlab" in self.lab.options:
+            from ..vlab import control
+
+            self.vlab_was_up = any(control.host_status(host).bmc_running
+                                   for host in control.virtual_hosts(self.lab))
         try:
             outcome = run(self.lab_path, tests=[node_id(test_id, self.lab)],
                           build=str(build) if build is not None else None, hosts=[host],
-                          run_id=attempt_label,
+                          run_id=attempt_label, keep_up=True,
+                          extra_pytest_args=["--reuse-booted"] if self.reuse_booted else [],
                           recording=Recording(kind=self.kind, database=self.database))
         except InfrastructureError as error:  # the lab, before the test could start
             return StepResult("broken", attempt_label, reports if reports.is_dir() else None,

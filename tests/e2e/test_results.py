@@ -8,7 +8,9 @@ smoke profile sharing one results database, as a nightly lab runs them.
 3. The defective build again, with a known-issues entry for the bridged test: KNOWN,
    the run exits 0 and its page shows the bug link.
 Then `xenhil compare` names the regression of run 2, and `xenhil runs` and
-`xenhil history` show the three runs.
+`xenhil history` show the three runs. Bug hunting on the host the third run left
+booted: `xenhil reproduce` of a passing test 3 times gives 0/3 failed; of the bridged
+test `--until fail`, stops after its first attempt.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .test_run import XENHIL, allure_results
 SMOKE = ["run", "--profile", "smoke", "--hosts", "vlab1", "--kind", "nightly", "--keep-up"]
 FAIL_ONCE = str(Path(__file__).parent / "scenarios" / "fail_once.py")
 BRIDGED = "testsuites/networking/test_bridged.py::test_bridged_guest_talks_to_dom0[vlab1]"
+BOOT = "testsuites/boot/test_boot.py::test_expected_xen_version_booted"
 FLAKY = "tests/e2e/scenarios/fail_once.py::test_fails_on_its_first_try_only"
 BUG = "https://bugs.example.org/show_bug.cgi?id=4242"
 
@@ -114,6 +117,15 @@ known_issues:
     history = xenhil(results_env, "history", BRIDGED)
     assert history.returncode == 0, output(history)
     assert (history.stdout + history.stderr).count("e2e-results-") == 3
+
+    passing = xenhil(results_env, "reproduce", BOOT, "--host", "vlab1", "--build",
+                     broken_build, "--count", "3")
+    assert passing.returncode == 0, output(passing)
+    assert "failed  : 0/3 (3 passed, 0 failed, 0 broken, 0 skipped)" in passing.stderr
+    failing = xenhil(results_env, "reproduce", BRIDGED, "--host", "vlab1", "--build",
+                     broken_build, "--count", "3", "--until", "fail")
+    assert failing.returncode == 1, output(failing)
+    assert "failed  : 1/1 (0 passed, 1 failed, 0 broken, 0 skipped)" in failing.stderr
 
 
 def _all_results(run_dir: Path) -> list[dict]:

@@ -43,6 +43,14 @@ class Scripted:
         self.reports = reports
         self.interrupt_at = interrupt_at
         self.calls: list[tuple[str, Path | None, str, str]] = []
+        self.reuse_booted = False
+        self.closed = False
+
+    def __enter__(self) -> Scripted:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.closed = True
 
     def run(self, test_id: str, build: Path | None, host: str,
             attempt_label: str) -> StepResult:
@@ -237,8 +245,10 @@ def scripted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Scrip
     scripts: dict[str, list[str]] = {"c": ["passed"], "e": ["passed"], "b": ["failed"],
                                      "a": ["failed"], "": ["passed", "failed"]}
 
-    def factory(lab_path: Path, *, kind: str, database: str | None) -> Scripted:
+    def factory(lab_path: Path, *, kind: str, database: str | None,
+                reuse_booted: bool = False) -> Scripted:
         made[kind] = Scripted(scripts, reports=tmp_path / "reports")
+        made[kind].reuse_booted = reuse_booted
         return made[kind]
 
     monkeypatch.setattr(commands, "LabStepRunner", factory)
@@ -259,6 +269,15 @@ def test_reproduce_command_prints_each_attempt_and_the_rate(
     assert "failed  : 1/2 (1 passed, 1 failed, 0 broken, 0 skipped)" in err
     run_id = scripted["repro"].calls[1][3]
     assert str(lab_file.parent / "reports" / run_id / "index.html") in err
+    # Later attempts use the host as the first left it; the lab is stopped at the end.
+    assert scripted["repro"].reuse_booted and scripted["repro"].closed
+
+
+def test_reproduce_fresh_boot_boots_every_attempt(
+        lab_file: Path, scripted: dict[str, Scripted]) -> None:
+    cli.main(["--lab", str(lab_file), "reproduce", TEST, "--host", "vlab1", "--count", "1",
+              "--fresh-boot"])
+    assert not scripted["repro"].reuse_booted
 
 
 def test_reproduce_without_host_takes_the_last_failure_s_host(
