@@ -16,7 +16,7 @@ TEST_APT_PACKAGES := chromium postgresql
 ALLURE := tools/allure
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup apt venv allure run test lint unit e2e vlab-build clean-vlab
+.PHONY: setup apt venv allure run test bench lint unit e2e vlab-build clean-vlab
 
 setup: apt venv allure
 
@@ -54,6 +54,10 @@ vlab-build: setup
 
 run: setup
 	$(BIN)/xenhil run
+
+# Long demonstrations with their figures, not part of `make test`.
+bench: setup vlab-build
+	$(BIN)/python bench/bisect_series.py --confirm 1
 
 lint: venv
 	$(BIN)/ruff check .

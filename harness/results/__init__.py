@@ -10,3 +10,8 @@ recorder: the pytest plugin writing each finished test (--results-db).
 host_facts: what a booted host runs (Xen, dom0 kernel, microcode, firmware, BMC).
 views: the database's runs and a test's history as terminal tables.
 """
+
+import logging
+
+# Alembic tells of every plugin it sets up at INFO (on import): noise in a run's log.
+logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -13,7 +13,6 @@ a lock, and for one statement.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -122,8 +121,6 @@ def _engine(url: str) -> Engine:
 
 def upgrade_schema(engine: Engine) -> None:
     """Bring the schema to the newest migration (from nothing, on an empty database)."""
-    # Alembic tells of every plugin it sets up at INFO: noise in a run's log.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
     with engine.begin() as connection:
