@@ -200,7 +200,7 @@ ROWS: list[tuple[str, Mutation | str, bool, str]] = [
      False, "host vlab1: xen_cmdline_extra: 'iommu=\"off\"' is not"),
     # The xenhil section.
     ("unknown lab option", set_in(XENHIL, "timeout", 3),
-     False, "xenhil.timeout: unknown option (known: default_build, defaults, hosts, name,"),
+     False, "xenhil.timeout: unknown option (known: coordinator, default_build, defaults,"),
     ("lab option of the wrong type", set_in(XENHIL, "reports", ["../reports"]),
      False, "xenhil.reports: expected str, got ['../reports']"),
     ("default build with an unset variable",
@@ -224,6 +224,34 @@ ROWS: list[tuple[str, Mutation | str, bool, str]] = [
      False, "xenhil.vlab.hosts.vlab2.index: 1 is the index of host vlab1 too"),
     ("vlab machine option unknown", set_in(at("xenhil", "vlab", "hosts", "vlab2"), "mac", "x"),
      False, "xenhil.vlab.hosts.vlab2.mac: unknown option (known: index)"),
+    # The coordinator, places and their tags.
+    ("coordinator with a space", set_in(XENHIL, "coordinator", "coord lab:20408"),
+     False, "xenhil.coordinator: 'coord lab:20408' is not HOST or HOST:PORT of a labgrid"),
+    ("coordinator port a word", set_in(XENHIL, "coordinator", "coord.lab.example:grpc"),
+     False, "xenhil.coordinator: 'coord.lab.example:grpc': 'grpc' is not a TCP port"),
+    ("coordinator a list", set_in(XENHIL, "coordinator", ["coord:20408"]),
+     False, "xenhil.coordinator: expected str, got ['coord:20408']"),
+    ("place shared", set_in(VLAB2, "place", "vlab-vlab1"),
+     False, "host vlab2: place: 'vlab-vlab1' is the place of host vlab1 too"),
+    ("place for every host", set_in(at("xenhil", "defaults"), "place", "rack-3"),
+     False, "host vlab2: place: 'rack-3' is the place of host vlab1 too"),
+    ("place climbing directories", set_in(VLAB1, "place", "../vlab1"),
+     False, "host vlab1: place: '../vlab1' is not a place name"),
+    ("lab name making a bad place", set_in(XENHIL, "name", "my lab"),
+     False, "host vlab1: place: 'my lab-vlab1' is not a place name"),
+    ("tags a list", set_in(VLAB1, "tags", ["npiv=yes"]),
+     False, "host vlab1.tags: expected Mapping, got ['npiv=yes']"),
+    ("tag value unquoted yes", set_in(VLAB1, "tags", {"npiv": True}),
+     False, "host vlab1: tags.npiv: True is not a tag value: a word of letters, digits and "
+            "._-, in quotes"),
+    ("tag value with a space", set_in(VLAB2, "tags", {"cpu": "amd epyc"}),
+     False, "host vlab2: tags.cpu: 'amd epyc' is not a tag value"),
+    ("tag name in capitals", set_in(VLAB1, "tags", {"NPIV": "yes"}),
+     False, "host vlab1: tags.NPIV: a tag name is a lower-case letter, then"),
+    ("tag name of one letter", set_in(VLAB1, "tags", {"a": "yes"}),
+     False, "host vlab1: tags.a: a tag name is"),
+    ("tag called name", set_in(VLAB1, "tags", {"name": "big"}),
+     False, "host vlab1: tags.name: a tag name is"),
     # Keys of the file.
     ("imports", set_in(TOP, "imports", ["evil.py"]),
      False, "imports: unknown top-level key (allowed: targets, xenhil)"),
@@ -304,6 +332,10 @@ def test_the_table_covers_every_rule() -> None:
     (VLAB1, "xen_cmdline_extra", "watchdog iommu=no-igfx,verbose conring_size=4M "
                                  "dbgp=ehci@pci0000:00:1d.0 loglvl=all/all"),
     (VLAB, "vcpus", 2),
+    (XENHIL, "coordinator", "[::1]:20408"),
+    (XENHIL, "coordinator", "coordinator.lab.example"),
+    (VLAB1, "tags", {"npiv": "yes", "cpu_vendor": "AMD", "memory_gb": "512"}),
+    (VLAB2, "place", "rack3-slot12"),
 ], ids=lambda value: re.sub(r"\W", "_", str(value)) if isinstance(value, str) else None)
 def test_valid_values_load(tmp_path: Path, getter: Getter, key: str, value: object) -> None:
     data = yaml.safe_load(DEFAULT_LAB.read_text())
