@@ -239,12 +239,11 @@ def cmd_lab_check(args: argparse.Namespace) -> int:
 
 def cmd_lab_places(args: argparse.Namespace) -> int:
     """Create the lab's places on its labgrid coordinator and set their tags."""
-    from .lab import coordinator_address
-    from .locking import Coordinator, sync_places
+    from .locking import Coordinator, coordinator_of, sync_places
     from .locking.base import default_owner
 
     lab = _lab(args, check_files=False)
-    address = coordinator_address(args.coordinator) if args.coordinator else lab.coordinator
+    address = coordinator_of(lab, args.coordinator)
     if address is None:
         raise ConfigError(f"{lab.path}: no coordinator: set xenhil.coordinator (HOST:PORT of "
                           "labgrid-coordinator) or give --coordinator")

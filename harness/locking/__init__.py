@@ -19,15 +19,15 @@ import time
 from collections.abc import Iterable, Iterator
 from types import FrameType
 
-from ..errors import HarnessError
+from ..errors import ConfigError, HarnessError
 from ..lab import Lab, coordinator_address
 from ..paths import cache_dir
 from .base import Holder, HostBusy, HostLock, WaitReporter, default_owner
 from .coordinator import Coordinator, CoordinatorHostLock, sync_places
 from .local import LocalHostLock
 
-__all__ = ["Coordinator", "Holder", "HostBusy", "HostLock", "hold_hosts", "host_locks",
-           "lock", "sync_places"]
+__all__ = ["Coordinator", "Holder", "HostBusy", "HostLock", "coordinator_of", "hold_hosts",
+           "host_locks", "lock", "sync_places"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def host_locks(lab: Lab, hosts: Iterable[str] | None = None, *,
     else the lab file's, else local lock files under $XENHIL_CACHE/locks."""
     specs = lab.select(list(hosts) if hosts is not None else None)
     owner = owner or default_owner()
-    address = _coordinator(lab, coordinator)
+    address = coordinator_of(lab, coordinator)
     if address is not None:
         client = Coordinator(address, owner)
         return [CoordinatorHostLock(spec.name, spec.place, client) for spec in specs]
@@ -47,13 +47,14 @@ def host_locks(lab: Lab, hosts: Iterable[str] | None = None, *,
             for spec in specs]
 
 
-def _coordinator(lab: Lab, override: str | None) -> str | None:
+def coordinator_of(lab: Lab, override: str | None) -> str | None:
+    """HOST:PORT of the coordinator: `override` (--coordinator), else the lab file's."""
     if override is None:
         return lab.coordinator
     try:
         return coordinator_address(override)
     except ValueError as error:
-        raise HarnessError(f"--coordinator: {error}") from None
+        raise ConfigError(f"--coordinator: {error}") from None
 
 
 @contextlib.contextmanager
