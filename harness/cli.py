@@ -277,6 +277,7 @@ def cmd_lab_trust(args: argparse.Namespace) -> int:
     record_key(endpoint.known_hosts_file, endpoint.address, endpoint.port, key)
     console.print(escape(f"recorded in {endpoint.known_hosts_file} as "
                          f"{known_hosts_name(endpoint.address, endpoint.port)}"))
+    return 0
 
 
 def cmd_lab_places(args: argparse.Namespace) -> int:
