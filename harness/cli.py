@@ -45,6 +45,7 @@ examples:
                                     the first bad build of a series
   xenhil lab check --lab labs/my-lab.yaml
   xenhil --lab labs/my-lab.yaml lab trust xen-r640-01
+  xenhil lab locks                  who holds which host (a coordinator's places, or local)
   xenhil console vlab1              live com1, read-only
   xenhil vlab build                 build the virtual lab's image and default Xen builds
                                     (and the defective and series builds derived from them)
@@ -420,6 +421,53 @@ def cmd_lab_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab_places(args: argparse.Namespace) -> int:
+    """Create the lab's places on its labgrid coordinator and set their tags."""
+    from .locking import Coordinator, coordinator_of, sync_places
+    from .locking.base import default_owner
+
+    lab = _lab(args, check_files=False)
+    address = coordinator_of(lab, args.coordinator)
+    if address is None:
+        raise ConfigError(f"{lab.path}: no coordinator: set xenhil.coordinator (HOST:PORT of "
+                          "labgrid-coordinator) or give --coordinator")
+    changes = sync_places(lab.hosts, lab.name, Coordinator(address, default_owner()))
+    for change in changes:
+        console.print(escape(change))
+    console.print(f"places of lab {lab.name} on {address}: "
+                  f"{'up to date' if not changes else f'{len(changes)} changes'}")
+    return 0
+
+
+def cmd_lab_release(args: argparse.Namespace) -> int:
+    """Free a host's lock that a killed run left, saying whose it was."""
+    from .locking import host_locks
+
+    lab = _lab(args, check_files=False)
+    host_lock = host_locks(lab, [args.host], coordinator=args.coordinator)[0]
+    holder = host_lock.release_left()
+    console.print(escape(f"host {args.host}: released the lock of {holder}" if holder else
+                         f"host {args.host}: not locked, nothing to release"))
+    return 0
+
+
+def cmd_lab_locks(args: argparse.Namespace) -> int:
+    """Who holds which host of the lab."""
+    from .locking import host_locks
+
+    lab = _lab(args, check_files=False)
+    locks = host_locks(lab, coordinator=args.coordinator)
+    table = Table(title=escape(f"locks of lab {lab.name}"))
+    for column in ("host", "lock", "held by"):
+        table.add_column(column)
+    for host_lock in locks:
+        holder = host_lock.holder()
+        table.add_row(escape(host_lock.host), escape(host_lock.description),
+                      escape(str(holder)) if holder else "[green]free[/]")
+    Console().print(table)
+    return 0
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     """Show a host's com1 live; keyboard input goes to it only with --write."""
     import select
@@ -646,6 +694,26 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("--timeout", type=float, default=15.0,
                        help="seconds to wait for the host's key (default: %(default)s)")
     trust.set_defaults(func=cmd_lab_trust)
+    coordinator_help = ("HOST:PORT of the labgrid coordinator (default: the lab file's "
+                        "xenhil.coordinator; without one, local lock files)")
+    places = lab_commands.add_parser(
+        "places", help="create the lab's places on its labgrid coordinator, with their tags",
+        description="One place per host (xenhil.hosts.<host>.place, default <lab name>-<host>),"
+                    " tagged with xenhil.hosts.<host>.tags; tags the lab file no longer has "
+                    "are removed.")
+    places.add_argument("--coordinator", help=coordinator_help)
+    places.set_defaults(func=cmd_lab_places)
+    release = lab_commands.add_parser(
+        "release", help="free a host's lock that a killed run left, saying whose it was",
+        description="Releases the host's place on the coordinator (labgrid's release-from), or "
+                    "clears its local lock file. A lock of a process that still runs on "
+                    "this machine is not released: end that run instead.")
+    release.add_argument("host", help="host name from the lab file")
+    release.add_argument("--coordinator", help=coordinator_help)
+    release.set_defaults(func=cmd_lab_release)
+    locks = lab_commands.add_parser("locks", help="who holds which host of the lab")
+    locks.add_argument("--coordinator", help=coordinator_help)
+    locks.set_defaults(func=cmd_lab_locks)
 
     console_parser = commands.add_parser(
         "console", help="show a host's com1 live (read-only unless --write)",

@@ -14,7 +14,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ HOST_OPTIONS = {
     "routed_guest_network": str,
     "nat_guest_network": str,
     "npiv": Mapping,
+    "place": str,
+    "tags": Mapping,
 }
 NPIV_FIELDS = ("fabric_name", "target_wwpn", "luns", "vport_pool")
 # The `xenhil` section's own keys; `hosts` and `defaults` hold HOST_OPTIONS.
@@ -55,6 +57,7 @@ LAB_OPTIONS = {
     "vlab": Mapping,
     # where the lab's runs are recorded: an SQLAlchemy URL (a lab shared by runners)
     "results_db": str,
+    "coordinator": str,
 }
 # `xenhil.vlab`: how `xenhil vlab up` builds each machine of a virtual lab.
 VLAB_OPTIONS = {"memory_mb": int, "vcpus": int, "hosts": Mapping}
@@ -75,6 +78,12 @@ _DOM0_MEM = re.compile(rf"{_DOM0_MEM_ITEM}(?:,{_DOM0_MEM_ITEM})*")
 # braces, globs or newlines.
 _XEN_OPTION_CHARACTERS = "letters, digits and _.,:=+%@/-"
 _XEN_CMDLINE = re.compile(r"[A-Za-z0-9_.,:=+%@/-]+(?: +[A-Za-z0-9_.,:=+%@/-]+)*")
+# labgrid place tags: its own key syntax; values a word, as `labgrid-client reserve
+# key=value` filters are written.
+_TAG_KEY = re.compile(r"[a-z][a-z0-9_]+")
+_TAG_VALUE = re.compile(r"[A-Za-z0-9_.-]+")
+# labgrid's port when an address names none.
+COORDINATOR_PORT = 20408
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,9 @@ class HostSpec:
     routed_guest_network: ipaddress.IPv4Network | None = None
     nat_guest_network: ipaddress.IPv4Network | None = None
     npiv: NpivConfig | None = None  # the host's Fibre Channel fabric, if it has one
+    # The labgrid place (and local lock file) standing for this host, and its tags.
+    place: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,8 @@ class Lab:
     # Where one-host scenarios run when no hosts are chosen: on identical hosts (the
     # virtual lab's clones) once is enough; two-host scenarios still use the others.
     single_host_scenarios_on: tuple[str, ...] = ()
+    # HOST:PORT of the labgrid coordinator the lab is shared through; None: local locks.
+    coordinator: str | None = None
 
     def host(self, name: str) -> HostSpec:
         try:
@@ -158,6 +172,12 @@ class _Checker:
 
     def fail(self, where: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.path}: {where}: {problem}")
+
+    def coordinator(self, value: str, where: str) -> str:
+        try:
+            return coordinator_address(value)
+        except ValueError as error:
+            raise self.fail(where, str(error)) from None
 
     def mapping(self, value: object, where: str) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
@@ -235,6 +255,26 @@ def _is_address(value: str) -> bool:
             and all(_DNS_LABEL.fullmatch(label) for label in labels))
 
 
+def coordinator_address(value: str) -> str:
+    """`value` (HOST or HOST:PORT, an IPv6 address in brackets) as HOST:PORT."""
+    port = str(COORDINATOR_PORT)
+    if value.startswith("["):
+        bare, _, rest = value[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{value!r} is not HOST or HOST:PORT of a labgrid coordinator")
+            port = rest[1:]
+    elif value.count(":") == 1:
+        bare, port = value.split(":")
+    else:  # a name, an IPv4 address or an IPv6 address without a port
+        bare = value
+    if not _is_address(bare):
+        raise ValueError(f"{value!r} is not HOST or HOST:PORT of a labgrid coordinator")
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{value!r}: {port!r} is not a TCP port")
+    return f"[{bare}]:{int(port)}" if ":" in bare else f"{bare}:{int(port)}"
+
+
 def _kind_name(kind: Any) -> str:
     if isinstance(kind, tuple):
         return " or ".join(k.__name__ for k in kind)
@@ -266,6 +306,7 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
             raise check.fail(f"xenhil.{key}", f"unknown option (known: "
                              f"{', '.join(sorted(LAB_OPTIONS))})")
         check.get(options, key, LAB_OPTIONS[key], "xenhil", None)
+    lab_name = check.get(options, "name", str, "xenhil", path.stem)
     defaults = check.mapping(options.get("defaults") or {}, "xenhil.defaults")
     per_host = check.mapping(options.get("hosts") or {}, "xenhil.hosts")
     if "npiv" in defaults:
@@ -298,8 +339,10 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
                 raise check.fail(f"{where}: {key}",
                                  f"unknown option (known: {', '.join(sorted(HOST_OPTIONS))})")
             check.get(host_options, key, HOST_OPTIONS[key], where)
-        hosts[name] = _host(check, name, resources, host_options, check_files)
+        hosts[name] = _with_place(check, _host(check, name, resources, host_options,
+                                               check_files), host_options, lab_name)
     _check_vport_pools_disjoint(check, hosts)
+    _check_places_distinct(check, hosts)
     _check_endpoints_distinct(check, hosts)
 
     reports = check.get(options, "reports", str, "xenhil", "reports")
@@ -322,7 +365,7 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         _check_vlab(check, options["vlab"], hosts)
     return Lab(
         path=path,
-        name=check.get(options, "name", str, "xenhil", path.stem),
+        name=lab_name,
         hosts=hosts,
         reports_dir=reports_dir,
         timeout_factor=check.positive(
@@ -331,6 +374,8 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         timeout_overrides={key: float(value) for key, value in timeouts.items()},
         options=dict(options),
         single_host_scenarios_on=tuple(single),
+        coordinator=(check.coordinator(options["coordinator"], "xenhil.coordinator")
+                     if options.get("coordinator") is not None else None),
     )
 
 
@@ -426,6 +471,39 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
         nat_guest_network=_network(check, options, "nat_guest_network", where),
         npiv=_npiv(check, f"{where}: npiv", options["npiv"]) if "npiv" in options else None,
     )
+
+
+def _with_place(check: _Checker, host: HostSpec, options: Mapping[str, Any],
+                lab_name: str) -> HostSpec:
+    """`host` with its labgrid place (default: <lab name>-<host>) and the place's tags."""
+    where = f"host {host.name}"
+    place = options.get("place", f"{lab_name}-{host.name}")
+    if not _NAME.fullmatch(place):
+        # It names the local lock file too.
+        raise check.fail(f"{where}: place", f"{place!r} is not a place name (letters, digits "
+                         "and ._-, not starting with . or -); set xenhil.name or "
+                         f"xenhil.hosts.{host.name}.place")
+    tags = check.mapping(options.get("tags") or {}, f"{where}: tags")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not _TAG_KEY.fullmatch(key) or key == "name":
+            raise check.fail(f"{where}: tags.{key}", "a tag name is a lower-case letter, then "
+                             "lower-case letters, digits or _ (and not `name`, which labgrid "
+                             "gives every place)")
+        if not isinstance(value, str) or not _TAG_VALUE.fullmatch(value):
+            # YAML reads yes, no, on and off without quotes as booleans.
+            raise check.fail(f"{where}: tags.{key}", f"{value!r} is not a tag value: a word "
+                             "of letters, digits and ._-, in quotes (\"yes\", not yes)")
+    return replace(host, place=place, tags=dict(tags))
+
+
+def _check_places_distinct(check: _Checker, hosts: dict[str, HostSpec]) -> None:
+    """A place locked for one host would otherwise lock, or free, another."""
+    owner: dict[str, str] = {}
+    for name, host in hosts.items():
+        if host.place in owner:
+            raise check.fail(f"host {name}: place", f"{host.place!r} is the place of host "
+                             f"{owner[host.place]} too; every host needs its own")
+        owner[host.place] = name
 
 
 def _network(check: _Checker, options: Mapping[str, Any], key: str,
