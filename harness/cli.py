@@ -21,6 +21,7 @@ from rich.table import Table
 from .errors import ConfigError, HarnessError
 from .ipmi import IPMITool, bmc_secrets
 from .lab import DEFAULT_LAB, Lab, load_lab
+from .locking.base import DEFAULT_WAIT_MINUTES
 from .paths import cache_dir, expand
 from .results.records import RUN_KINDS
 
@@ -171,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         recording=Recording(kind=args.kind, database=args.db, baseline=args.baseline,
                             known_issues=args.known_issues,
                             retest_regressions=args.retest_regressions),
+        wait_minutes=args.wait,
+        coordinator=args.coordinator,
     )
     tally = ", ".join(f"{count} {status}" for status, count in sorted(outcome.tally.items()))
     console.rule("xen-hil run interrupted" if outcome.exit_code > 128
@@ -553,6 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="reports directory name (default: a UTC timestamp)")
     run.add_argument("--keep-up", action="store_true",
                      help="leave the virtual lab running afterwards")
+    run.add_argument("--wait", type=float, default=DEFAULT_WAIT_MINUTES, metavar="MINUTES",
+                     help="wait this long for hosts another run holds, saying who holds "
+                          "them (default: %(default)g)")
+    run.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="labgrid coordinator whose places lock the hosts (default: the "
+                          "lab file's xenhil.coordinator; without one, local lock files)")
     run.add_argument("--kind", default="adhoc", choices=RUN_KINDS,
                      help="what the run is for (default: %(default)s); a passed nightly "
                           "or qualification run becomes the baseline of later runs")

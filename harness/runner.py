@@ -28,6 +28,8 @@ from .build import XenBuild, load_build
 from .errors import ConfigError, InfrastructureError, SignalInterrupt
 from .ipmi import BMCError
 from .lab import Lab, load_lab
+from .locking import hold_hosts
+from .locking.base import DEFAULT_WAIT_MINUTES
 from .pages import write_pages
 from .paths import cache_dir, data_root, expand
 from .plugin import default_run_id
@@ -179,10 +181,14 @@ def run(
     extra_pytest_args: list[str] | None = None,
     recording: Recording = Recording(),
     tests: list[str] | None = None,
+    wait_minutes: float = DEFAULT_WAIT_MINUTES,
+    coordinator: str | None = None,
 ) -> RunOutcome:
     """Run the profile's scenarios, or only `tests` (test ids relative to the scenarios'
     root, e.g. testsuites/boot/test_boot.py::test_expected_xen_version_booted; the run
-    is then recorded with the profile TESTS_PROFILE)."""
+    is then recorded with the profile TESTS_PROFILE). The run's hosts are locked for it
+    (harness.locking: the lab's coordinator, `coordinator`, or local lock files),
+    waiting up to `wait_minutes` for another run to give them back."""
     if tests:
         profile = TESTS_PROFILE
     elif profile not in PROFILES:
@@ -205,10 +211,13 @@ def run(
         if recording.baseline is not None and db.get_run(recording.baseline) is None:
             raise ConfigError(f"--baseline {recording.baseline}: no such run in "
                               f"{db.describe()}; `xenhil runs` lists the runs it has")
-        return _run_recorded(lab_path, unchecked, db, url, known, profile=profile,
-                             build=build, hosts=hosts, run_id=run_id, keep_up=keep_up,
-                             paths=_test_paths(tests) if tests else _profile_paths(profile),
-                             extra_pytest_args=extra_pytest_args or [], recording=recording)
+        with hold_hosts(unchecked, [spec.name for spec in unchecked.select(hosts)],
+                        wait_minutes, coordinator, run_id=run_id):
+            return _run_recorded(
+                lab_path, unchecked, db, url, known, profile=profile, build=build,
+                hosts=hosts, run_id=run_id, keep_up=keep_up,
+                paths=_test_paths(tests) if tests else _profile_paths(profile),
+                extra_pytest_args=extra_pytest_args or [], recording=recording)
     finally:
         db.close()
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from ..errors import InfrastructureError
 
+# How long a run waits for hosts another run holds, by default.
+DEFAULT_WAIT_MINUTES = 60.0
+
 log = logging.getLogger(__name__)
 
 # How often a waiter repeats who holds the host it waits for.
