@@ -25,9 +25,11 @@ STAGING_DIR = "/var/tmp/xenhil-build"
 
 
 def xen_cmdline(spec: HostSpec) -> str:
-    """The Xen command line every lab host boots with, plus the lab's extras."""
-    parts = ["console=com1", "com1=115200,8n1", "loglvl=all", "guest_loglvl=all",
-             f"dom0_mem={spec.dom0_mem}"]
+    """The Xen command line every lab host boots with, plus the lab's extras. Xen's
+    console is the UART the lab's console resource carries, at its speed."""
+    uart = spec.xen_console
+    parts = [f"console={uart}", f"{uart}={spec.console.speed},8n1", "loglvl=all",
+             "guest_loglvl=all", f"dom0_mem={spec.dom0_mem}"]
     if spec.xen_cmdline_extra:
         parts.append(spec.xen_cmdline_extra)
     return " ".join(parts)

@@ -32,7 +32,7 @@ def test_vlab_lab_file_loads_with_both_hosts(monkeypatch: pytest.MonkeyPatch) ->
     vlab2 = lab.host("vlab2")
     assert (vlab2.bmc.address, vlab2.bmc.port) == ("127.0.1.2", 6230)
     assert vlab2.bmc.password_file == Path("/var/cache/xh/vlab/bmc-password")
-    assert str(vlab2.com1) == "127.0.1.2:6231"
+    assert vlab2.console.endpoint == "127.0.1.2:6231"
     assert vlab2.ssh.key_file == Path("/var/cache/xh/vlab/keys/id_ed25519")
     assert vlab2.link_address == "198.51.100.12"
     assert lab.timeout_factor == 3.0
@@ -82,8 +82,8 @@ def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
 
 def test_missing_resource_names_host_and_field(tmp_path: Path) -> None:
     data = vlab_data()
-    del data["targets"]["vlab2"]["resources"]["Com1Port"]
-    with pytest.raises(ConfigError, match=r"host vlab2: resources.Com1Port: missing"):
+    del data["targets"]["vlab2"]["resources"]["NetworkService"]
+    with pytest.raises(ConfigError, match=r"host vlab2: resources.NetworkService: missing"):
         load_lab(write_lab(tmp_path, data), check_files=False)
 
 
