@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import serial
 
+from .errors import ConfigError
 from .ipmi import BMC, BMCError, IPMITool
 
 WRITE_TIMEOUT = 5.0  # s, for a console that does not take input
@@ -170,9 +171,10 @@ class RFC2217Port:
     def connect(self, timeout: float) -> ConsoleConnection:
         # ign_set_control: a server without modem lines (a pty behind ser2net) never
         # acknowledges DTR/RTS, and the console needs neither.
+        # pyserial's rfc2217 has no write_timeout: its socket's own timeout bounds sends.
         url = f"{self.endpoint}?ign_set_control&timeout={timeout:g}"
         return _SerialConnection.open(lambda: serial.serial_for_url(
-            url, baudrate=self.speed, timeout=READ_WAIT, write_timeout=WRITE_TIMEOUT))
+            url, baudrate=self.speed, timeout=READ_WAIT))
 
 
 @dataclass(frozen=True)
@@ -239,11 +241,14 @@ class SOLPort:
 
     def connect(self, timeout: float) -> ConsoleConnection:
         tool = IPMITool(self.bmc, retries=1, call_timeout=timeout)
+        try:
+            argv, env = tool.command(["sol", "activate"])
+        except ConfigError as error:  # e.g. the password file is not there (yet)
+            raise OSError(str(error)) from None
         # A BMC serves one SOL session: one left behind (a killed run, a person's
         # terminal) would refuse ours. "Already de-activated" is an error exit too.
         with contextlib.suppress(BMCError):
             tool.run("sol", "deactivate")
-        argv, env = tool.command(["sol", "activate"])
         return _SOLConnection.start(argv, env, timeout)
 
 
