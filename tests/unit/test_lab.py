@@ -9,6 +9,7 @@ import yaml
 
 from harness.drivers.ipmipower import IPMIPowerPort
 from harness.errors import ConfigError
+from harness.install import xen_cmdline
 from harness.ipmi import bmc_secrets
 from harness.lab import DEFAULT_LAB, load_lab
 from harness.paths import PROJECT_ROOT, labs_dir
@@ -45,6 +46,11 @@ def test_example_lab_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert host.family == "suse"
     assert host.timeout_factor == 1.5
     assert lab.host("xen-r640-01").bmc.password_env == "XENHIL_BMC_PASSWORD"
+    # One console through ser2net's RFC 2217 on COM1, one through SOL on COM2.
+    assert lab.host("xen-r640-01").console.endpoint == "rfc2217://consoles.lab.example:7001"
+    assert xen_cmdline(lab.host("xen-r640-01")).startswith("console=com1 com1=115200,8n1 ")
+    assert host.console.endpoint == "ipmi-sol://bmc-xen-r640-02.lab.example:623"
+    assert xen_cmdline(host).startswith("console=com2 com2=115200,8n1 ")
 
 
 def test_unknown_host_names_the_known_ones() -> None:
