@@ -28,7 +28,7 @@ from labgrid import Environment
 from harness.com1 import Com1Recorder
 from harness.console_transport import RFC2217Port, SerialDevicePort, SOLPort
 from harness.drivers.com1console import Com1ConsoleDriver
-from harness.install import xen_cmdline
+from harness.install import boot_settings, xen_cmdline
 from harness.ipmi import BMC, IPMITool
 from harness.lab import DEFAULT_LAB, load_lab
 from tests.unit.test_com1 import ConsoleServer, free_port, wait_for
@@ -414,3 +414,33 @@ def test_the_lab_file_s_console_reaches_the_recorder_the_driver_and_xen(
             assert recorder.endpoint == expected
     finally:
         environment.cleanup()
+
+
+def test_virtual_lab_serves_com1_behind_ser2net_and_leaves_it_unwaited_with_sol(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The e2e lab: vlab1 through a ser2net in front of QEMU's com1, vlab2 through SOL."""
+    from harness.vlab.control import virtual_hosts
+
+    monkeypatch.setenv("XENHIL_CACHE", str(tmp_path / "cache"))
+    data = yaml.safe_load(DEFAULT_LAB.read_text())
+    vlab1, vlab2 = (data["targets"][name]["resources"] for name in ("vlab1", "vlab2"))
+    del vlab1["Com1Port"], vlab2["Com1Port"]
+    vlab1["NetworkSerialPort"] = {"host": "127.0.1.1", "port": 6234}
+    vlab2["IPMISOLPort"] = {}
+    data["xenhil"]["hosts"]["vlab2"]["xen_console"] = "com2"
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    first, second = virtual_hosts(load_lab(path, check_files=False))
+    chardevs = [[arg for arg in host.qemu_argv() if arg.startswith("socket,id=com")]
+                for host in (first, second)]
+    assert chardevs[0][0].startswith("socket,id=com1,host=127.0.1.1,port=6231,server=on,wait=on,")
+    assert chardevs[1][0].startswith("socket,id=com1,host=127.0.1.2,port=6231,server=on,wait=off,")
+    assert chardevs[1][1].startswith("socket,id=com2,host=127.0.1.2,port=6232,server=on,wait=off,")
+    assert (first.spec.console.endpoint, xen_cmdline(first.spec).split()[:2]) == (
+        "rfc2217://127.0.1.1:6234", ["console=com1", "com1=115200,8n1"])
+    assert (second.spec.console.endpoint, xen_cmdline(second.spec).split()[:2]) == (
+        "ipmi-sol://127.0.1.2:6230", ["console=com2", "com2=115200,8n1"])
+    # GRUB too shows on the UART that is recorded: the bootloader stage sees it.
+    assert [boot_settings(host.spec)["GRUB_SERIAL_COMMAND"] for host in (first, second)] == [
+        "serial --unit=0 --speed=115200", "serial --unit=1 --speed=115200"]
