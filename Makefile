@@ -10,8 +10,9 @@ APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap openipmi ipmitool grub-pc
 # Debian packages npm apart from nodejs; NodeSource's nodejs has it and conflicts with it.
 APT_PACKAGES += $(if $(shell command -v npm),,npm)
 # Only `make test` needs these: the Allure report's offline check runs headless Chromium,
-# the results database is tested on a PostgreSQL started by the tests.
-TEST_APT_PACKAGES := chromium postgresql
+# the results database is tested on a PostgreSQL started by the tests, RFC 2217 consoles
+# through a ser2net started by the tests.
+TEST_APT_PACKAGES := chromium postgresql ser2net
 # The Allure 3 CLI (npm package `allure`), pinned by its package-lock.json.
 ALLURE := tools/allure
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

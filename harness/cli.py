@@ -348,13 +348,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_lab_check(args: argparse.Namespace) -> int:
     """Validate the lab file, then reach every BMC, console and SSH endpoint."""
-    import socket
-
+    from .console_transport import SOLPort
     from .remote import RemoteHost
 
     lab = _lab(args)
     table = Table(title=escape(f"lab {lab.name} ({lab.path}): file valid"))
-    for column in ("host", "BMC", "com1", "SSH"):
+    for column in ("host", "BMC", "console", "SSH"):
         table.add_column(column)
     broken = False
     for spec in lab.select(args.hosts.split(",") if args.hosts else None):
@@ -363,13 +362,18 @@ def cmd_lab_check(args: argparse.Namespace) -> int:
             bmc = f"[green]answers[/], power {power}"
         except HarnessError as error:
             bmc, power, broken = f"[red]{escape(str(error))}[/]", "unknown", True
-        try:
-            with socket.create_connection((spec.com1.address, spec.com1.port), timeout=5):
-                com1 = f"[green]{escape(str(spec.com1))} accepts[/]"
-        except OSError as error:
-            # A virtual host's console only listens while its machine runs.
-            com1 = escape(f"{spec.com1}: {error.strerror or error}")
-            broken = broken or power == "on"
+        endpoint = spec.console.endpoint
+        if isinstance(spec.console, SOLPort):
+            # Activating would take Serial-over-LAN from whoever has it: the BMC answered.
+            com1 = escape(f"{endpoint}: not activated")
+        else:
+            try:
+                spec.console.connect(timeout=5).close()
+                com1 = f"[green]{escape(endpoint)} accepts[/]"
+            except OSError as error:
+                # A virtual host's console only listens while its machine runs.
+                com1 = escape(f"{endpoint}: {error.strerror or error}")
+                broken = broken or power == "on"
         try:
             RemoteHost(spec.name, spec.ssh, secrets=bmc_secrets(spec.bmc)).run("true",
                                                                               timeout=15)
@@ -482,9 +486,9 @@ def cmd_console(args: argparse.Namespace) -> int:
     spec = lab.host(args.host)
     log_path = Path(args.log) if args.log else \
         lab.reports_dir / "console" / f"{spec.name}-{int(time.time())}.log"
-    console.print(f"com1 of {spec.name} at {spec.com1} (recorded to {log_path}); "
+    console.print(f"console of {spec.name} at {spec.console.endpoint} (recorded to {log_path}); "
                   f"{'input goes to the host' if args.write else 'read-only'}; Ctrl-C ends")
-    with Com1Recorder(spec.com1.address, spec.com1.port, log_path, name=spec.name) as com1:
+    with Com1Recorder(spec.console, log_path, name=spec.name) as com1:
         stream = com1.subscribe()
         while True:
             data = stream.read(timeout=0.2)

@@ -1,10 +1,12 @@
 """com1 recorder: the one client of a host's serial console, from before power-on to the end.
 
-Every host's com1 is a raw TCP port (a QEMU chardev socket server in the virtual lab,
-ser2net/conserver on real hosts) that serves one client at a time. A `Com1Recorder` is
-that client for the whole session, so no console output is lost between tests or reboots:
+A host's console (its com1, or whichever UART the lab file names) is reached through a
+transport of harness/console_transport.py: a raw TCP port (a QEMU chardev socket server
+in the virtual lab, ser2net/conserver on real hosts), RFC 2217, a local serial device or
+IPMI Serial-over-LAN. Each serves one client at a time. A `Com1Recorder` is that client
+for the whole session, so no console output is lost between tests or reboots:
 
-- a daemon thread connects, reads and reconnects after a drop or a refused connect
+- a daemon thread connects, reads and reconnects after a drop or a failed connect
   (backoff 0.2 s doubling to 2 s) until `stop()`;
 - `<log>` (e.g. reports/<run-id>/com1/<host>.log) gets every byte as it arrives, flushed
   per read, each line prefixed `2026-11-25T21:40:48.123Z | ` when its first byte arrives;
@@ -17,35 +19,32 @@ that client for the whole session, so no console output is lost between tests or
   readers of the bytes that arrive after subscribing, with a fail-fast `expect()`;
 - `mark()` / `text_since()` cut the log into per-test evidence slices.
 
-A started recorder is registered under (host, port) so that drivers find it with
-`recorder_for()`; a second recorder for the same port is refused, as the port would
-serve only one of them. Data written to the console is not logged: it can be a password.
+A started recorder is registered under its console's endpoint so that drivers find it
+with `recorder_for()`; a second recorder for the same console is refused, as the console
+would serve only one of them. Data written to the console is not logged: it can be a password.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import selectors
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from harness.com1_stream import STREAM_LIMIT, Com1Stream
+from harness.console_transport import READ_WAIT, ConsoleClosed, ConsoleConnection, ConsolePort
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.2  # s, first wait after a failed connect or a drop
 BACKOFF_MAX = 2.0  # s
 CONNECT_TIMEOUT = 5.0  # s, for a console server that does not answer at all
-WRITE_TIMEOUT = 5.0  # s, for a console server that does not take input
 
 
 class Com1NotConnected(ConnectionError):
@@ -65,41 +64,17 @@ def _utc_stamp(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-_registry: dict[tuple[str, int], Com1Recorder] = {}
+_registry: dict[str, Com1Recorder] = {}
 _registry_lock = threading.Lock()
 
 
-AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
-
-
-def resolve(host: str, port: int, timeout: float) -> AddressInfo:
-    """getaddrinfo with a deadline (the resolver has none of its own)."""
-    answer: list[AddressInfo] = []
-    problem: list[OSError] = []
-
-    def lookup() -> None:
-        try:
-            answer.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except OSError as error:
-            problem.append(error)
-
-    resolver = threading.Thread(target=lookup, name=f"resolve-{host}", daemon=True)
-    resolver.start()
-    resolver.join(timeout)
-    if problem:
-        raise problem[0]
-    if not answer:
-        raise TimeoutError(f"no address for {host} within {timeout:.0f} s")
-    return answer[0]
-
-
-def recorder_for(host: str, port: int) -> Com1Recorder:
-    """The running recorder of the console at host:port (as given to Com1Recorder)."""
+def recorder_for(endpoint: str) -> Com1Recorder:
+    """The running recorder of the console `endpoint` (its ConsolePort's endpoint)."""
     with _registry_lock:
-        recorder = _registry.get((host, port))
+        recorder = _registry.get(endpoint)
     if recorder is None:
         raise LookupError(
-            f"no com1 recorder is running for {host}:{port}: start a Com1Recorder for the "
+            f"no com1 recorder is running for {endpoint}: start a Com1Recorder for the "
             "host before powering it on or activating its console"
         )
     return recorder
@@ -110,8 +85,7 @@ class Com1Recorder:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        console: ConsolePort,
         log_path: str | os.PathLike[str],
         *,
         name: str | None = None,
@@ -119,20 +93,19 @@ class Com1Recorder:
         backoff_max: float = BACKOFF_MAX,
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
-        self.host = host
-        self.port = port
-        self.name = name or f"{host}:{port}"
+        self.console = console
+        self.endpoint = console.endpoint
+        self.name = name or self.endpoint
         self.log_path = Path(log_path)
         self.raw_path = self.log_path.with_suffix(".raw")
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
         self._connect_timeout = connect_timeout
-        # _lock: files, positions, subscribers, state. _sock_lock: the socket for write().
+        # _lock: files, positions, subscribers, state. _conn_lock: the connection for write().
         self._lock = threading.Lock()
-        self._sock_lock = threading.Lock()
-        self._sock: socket.socket | None = None
+        self._conn_lock = threading.Lock()
+        self._conn: ConsoleConnection | None = None
         self._stop = threading.Event()
-        self._wake: tuple[socket.socket, socket.socket] | None = None  # stop() wakes the thread
         self._thread: threading.Thread | None = None
         self._started = False
         self._stopped = False
@@ -151,15 +124,14 @@ class Com1Recorder:
         """Open the files and start reading; call before the host is powered on."""
         if self._started or self._stopped:
             raise RuntimeError(f"com1 recorder {self.name} cannot start twice")
-        key = (self.host, self.port)
         with _registry_lock:
-            other = _registry.get(key)
+            other = _registry.get(self.endpoint)
             if other is not None:
                 raise RuntimeError(
-                    f"com1 {self.host}:{self.port} is already recorded by {other.name}; "
+                    f"com1 {self.endpoint} is already recorded by {other.name}; "
                     "a console port serves one client"
                 )
-            _registry[key] = self
+            _registry[self.endpoint] = self
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             # Append: a restarted harness must not wipe what an earlier recorder wrote.
@@ -170,25 +142,20 @@ class Com1Recorder:
             raise
         self._log_pos = self._log.tell()
         self._started = True
-        self._marker(f"com1 recorder started for {self.host}:{self.port} ({self.name})")
-        self._wake = socket.socketpair()
-        self._thread = threading.Thread(
-            target=self._run, args=(self._wake[0],), name=f"com1-{self.name}", daemon=True
-        )
+        self._marker(f"com1 recorder started for {self.endpoint} ({self.name})")
+        self._thread = threading.Thread(target=self._run, name=f"com1-{self.name}", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop reading, mark the end, close socket and files. Idempotent."""
+        """Stop reading, mark the end, close the connection and files. Idempotent."""
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
         self._stop.set()
-        if self._wake is not None:
-            self._wake[1].send(b"\0")  # wakes the reader thread out of select()
         if self._thread is not None:
-            # The reader only blocks in select() on the wake socket: this returns at once.
+            # The reader waits READ_WAIT s per read, a connect at most connect_timeout.
             self._thread.join(self._connect_timeout + 5)
             if self._thread.is_alive():
                 log.warning("%s: com1 reader thread did not stop", self.name)
@@ -202,13 +169,11 @@ class Com1Recorder:
         for stream in streams:
             stream._close()
         self._unregister()
-        for end in self._wake or ():
-            end.close()
 
     def _unregister(self) -> None:
         with _registry_lock:
-            if _registry.get((self.host, self.port)) is self:
-                del _registry[(self.host, self.port)]
+            if _registry.get(self.endpoint) is self:
+                del _registry[self.endpoint]
 
     def __enter__(self) -> Com1Recorder:
         return self if self._started else self.start()
@@ -225,7 +190,7 @@ class Com1Recorder:
 
     @property
     def connected(self) -> bool:
-        return self._sock is not None
+        return self._conn is not None
 
     @property
     def bytes_received(self) -> int:
@@ -240,14 +205,14 @@ class Com1Recorder:
 
     def write(self, data: bytes) -> int:
         """Send bytes to the console (keystrokes, Xen debug keys); returns len(data)."""
-        with self._sock_lock:
-            sock = self._sock
-            if sock is None:
+        with self._conn_lock:
+            conn = self._conn
+            if conn is None:
                 raise Com1NotConnected(
                     f"cannot write to com1 of {self.name}: not connected ({self._down_reason})"
                 )
             try:
-                sock.sendall(data)
+                conn.write(data)
             except OSError as exc:
                 raise Com1NotConnected(f"write to com1 of {self.name} failed: {exc}") from exc
         return len(data)
@@ -291,99 +256,62 @@ class Com1Recorder:
 
     # -- the reader thread -----------------------------------------------------------------
 
-    def _run(self, wake: socket.socket) -> None:
+    def _run(self) -> None:
         try:
-            self._loop(wake)
+            self._loop()
         except Exception as exc:  # e.g. the disk is full: the end must not be silent
             self._down_reason = f"recorder failed: {exc!r}"
             log.exception("%s: com1 recorder thread failed", self.name)
             with contextlib.suppress(OSError, ValueError):
                 self._marker(f"com1 recorder failed: {exc!r}")
 
-    def _loop(self, wake: socket.socket) -> None:
+    def _loop(self) -> None:
         backoff = self._backoff_min
         down_since: float | None = None  # when the last connection dropped
         failure_marked = False
         while not self._stop.is_set():
             try:
-                sock = self._connect(wake)
+                conn = self.console.connect(self._connect_timeout)
             except OSError as exc:
                 self._down_reason = f"connect failed: {exc}"
                 if not failure_marked:
-                    self._marker(f"com1 connect to {self.host}:{self.port} failed: {exc}; retrying")
+                    self._marker(f"com1 connect to {self.endpoint} failed: {exc}; retrying")
                     failure_marked = True
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self._backoff_max)
                 continue
-            if sock is None:  # stopped while connecting
+            if self._stop.is_set():  # stopped while connecting
+                conn.close()
                 break
             backoff, failure_marked = self._backoff_min, False
-            with self._sock_lock:
-                self._sock = sock
+            with self._conn_lock:
+                self._conn = conn
             try:
                 if down_since is None:
-                    self._marker(f"com1 connected to {self.host}:{self.port}")
+                    self._marker(f"com1 connected to {self.endpoint}")
                 else:
                     gap = time.monotonic() - down_since
                     self._marker(f"com1 reconnected after {gap:.1f} s")
-                reason = self._pump(sock, wake)
+                reason = self._pump(conn)
             finally:
-                with self._sock_lock:
-                    self._sock = None
-                sock.close()
+                with self._conn_lock:
+                    self._conn = None
+                conn.close()
             self._down_reason = reason
             down_since = time.monotonic()
             if not self._stop.is_set():
                 self._marker(f"com1 disconnected: {reason}")
 
-    def _connect(self, wake: socket.socket) -> socket.socket | None:
-        """A connected socket, None if stop() came first; OSError when it cannot connect."""
-        family, kind, proto, _, address = resolve(self.host, self.port, self._connect_timeout)
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            err = sock.connect_ex(address)
-            if err not in (0, errno.EINPROGRESS):
-                raise OSError(err, os.strerror(err))
-            with selectors.DefaultSelector() as sel:
-                sel.register(sock, selectors.EVENT_WRITE)
-                sel.register(wake, selectors.EVENT_READ)
-                if not sel.select(self._connect_timeout):
-                    raise TimeoutError(f"no answer within {self._connect_timeout} s")
-            if self._stop.is_set():
-                sock.close()
-                return None
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise OSError(err, os.strerror(err))
-            # Keepalive: a host that vanished must show up as a gap, not as silence.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(WRITE_TIMEOUT)  # reads only follow readiness, so this bounds sends
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def _pump(self, sock: socket.socket, wake: socket.socket) -> str:
+    def _pump(self, conn: ConsoleConnection) -> str:
         """Read until the connection ends or stop(); returns why it ended."""
-        with selectors.DefaultSelector() as sel:
-            sel.register(sock, selectors.EVENT_READ)
-            sel.register(wake, selectors.EVENT_READ)
-            while True:
-                sel.select()
-                if self._stop.is_set():
-                    return "recorder stopped"
-                try:
-                    data = sock.recv(65536)
-                except OSError as exc:
-                    return str(exc) or type(exc).__name__
-                if not data:
-                    return "connection closed by the console server"
+        while not self._stop.is_set():
+            try:
+                data = conn.read(READ_WAIT)
+            except ConsoleClosed as closed:
+                return str(closed)
+            if data:
                 self._received(data)
+        return "recorder stopped"
 
     # -- writing the files -----------------------------------------------------------------
 

@@ -81,7 +81,7 @@ class Host:
         self.name = spec.name
         self.target = target
         self.timeouts = lab.timeouts(spec)
-        self.com1 = Com1Recorder(spec.com1.address, spec.com1.port, com1_log, name=spec.name)
+        self.com1 = Com1Recorder(spec.console, com1_log, name=spec.name)
         self.transcripts: list[Transcript] = []
         self.health = HostHealth(spec.name)
         self.remote = RemoteHost(spec.name, spec.ssh, on_command=self._record,

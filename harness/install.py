@@ -16,7 +16,7 @@ import subprocess
 from .build import XenBuild
 from .distro import Distro, distro
 from .grubcfg import GrubEntry, GrubEntryNotFound, find_xen_entry, parse_grub_cfg
-from .lab import HostSpec
+from .lab import XEN_CONSOLES, HostSpec
 from .remote import RemoteHost
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,26 @@ STAGING_DIR = "/var/tmp/xenhil-build"
 
 
 def xen_cmdline(spec: HostSpec) -> str:
-    """The Xen command line every lab host boots with, plus the lab's extras."""
-    parts = ["console=com1", "com1=115200,8n1", "loglvl=all", "guest_loglvl=all",
-             f"dom0_mem={spec.dom0_mem}"]
+    """The Xen command line every lab host boots with, plus the lab's extras. Xen's
+    console is the UART the lab's console resource carries, at its speed."""
+    uart = spec.xen_console
+    parts = [f"console={uart}", f"{uart}={spec.console.speed},8n1", "loglvl=all",
+             "guest_loglvl=all", f"dom0_mem={spec.dom0_mem}"]
     if spec.xen_cmdline_extra:
         parts.append(spec.xen_cmdline_extra)
     return " ".join(parts)
+
+
+def grub_serial(spec: HostSpec) -> str:
+    """GRUB's serial terminal on the UART of the host's console (unit 0 is COM1), so
+    that the bootloader shows on the console the harness records."""
+    return f"serial --unit={XEN_CONSOLES.index(spec.xen_console)} --speed={spec.console.speed}"
+
+
+def boot_settings(spec: HostSpec) -> dict[str, str]:
+    """The GRUB settings every boot of a build needs, besides the default entry."""
+    return {"GRUB_CMDLINE_XEN_DEFAULT": xen_cmdline(spec),
+            "GRUB_SERIAL_COMMAND": grub_serial(spec)}
 
 
 def hypervisor_image(build: XenBuild) -> str:
@@ -57,7 +71,7 @@ def _grub_entries(remote: RemoteHost, dist: Distro) -> list[GrubEntry]:
 def installed_entry(remote: RemoteHost, spec: HostSpec, build: XenBuild) -> GrubEntry | None:
     """The Xen entry of `build` if the host has it installed already, exactly: every
     package at the build's version, and GRUB set up by us to boot it with this lab's
-    Xen command line. None if anything differs."""
+    Xen command line and serial terminal. None if anything differs."""
     dist = distro(spec.family)
     wanted = {package.name: package.version for package in build.packages}
     output = remote.run(dist.installed_versions(sorted(wanted)), check=False).stdout
@@ -70,8 +84,8 @@ def installed_entry(remote: RemoteHost, spec: HostSpec, build: XenBuild) -> Grub
         return None
     settings = remote.run(f"cat {shlex.quote(dist.grub_defaults_file)}", check=False).stdout
     lines = set(settings.splitlines())
-    expected = {dist.setting_line("GRUB_DEFAULT", entry.default_path),
-                dist.setting_line("GRUB_CMDLINE_XEN_DEFAULT", xen_cmdline(spec))}
+    expected = {dist.setting_line("GRUB_DEFAULT", entry.default_path)} | {
+        dist.setting_line(key, value) for key, value in boot_settings(spec).items()}
     return entry if expected <= lines else None
 
 
@@ -91,7 +105,7 @@ def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
         target = f"{STAGING_DIR}/{package.path.name}"
         remote.put(package.path, target)
         files.append(target)
-    cmdline = {"GRUB_CMDLINE_XEN_DEFAULT": xen_cmdline(spec)}
+    cmdline = boot_settings(spec)
     # Set before installing: where the package regenerates grub.cfg itself (Debian's
     # does), that run already has the command line, and one regeneration is saved.
     remote.run(dist.grub_settings(cmdline))

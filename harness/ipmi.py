@@ -79,7 +79,9 @@ class IPMITool:
         self.retry_delay = retry_delay
         self.call_timeout = call_timeout
 
-    def _command(self, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    def command(self, args: list[str]) -> tuple[list[str], dict[str, str]]:
+        """ipmitool's argv and environment for `args` against this BMC (the password in
+        the environment or a file, never on argv)."""
         ipmitool = shutil.which("ipmitool")
         if ipmitool is None:
             raise ConfigError("ipmitool is not installed (Debian: apt-get install ipmitool)")
@@ -108,7 +110,7 @@ class IPMITool:
 
     def run(self, *args: str) -> str:
         """Run one ipmitool command against this BMC, with retries; return its stdout."""
-        argv, env = self._command(list(args))
+        argv, env = self.command(list(args))
         last_problem = ""
         for attempt in range(1, self.retries + 1):
             try:

@@ -1,7 +1,8 @@
 """The lab model: a lab file, validated before anything touches a host.
 
 A lab file is a labgrid environment (`targets`, one per host, with the resources
-IPMIPowerPort, Com1Port and NetworkService) plus a `xenhil` section with the harness's
+IPMIPowerPort, NetworkService and one console: Com1Port, NetworkSerialPort,
+RawSerialPort or IPMISOLPort) plus a `xenhil` section with the harness's
 options (distro family, timeout factor, Xen command line, SSH key, ...). Options under
 `xenhil.defaults` apply to every host; `xenhil.hosts.<name>` overrides them.
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .console_transport import ConsolePort, RawTCPPort, RFC2217Port, SerialDevicePort, SOLPort
 from .distro import FAMILIES
 from .errors import ConfigError
 from .ipmi import BMC
@@ -33,6 +35,7 @@ HOST_OPTIONS = {
     "timeout_factor": (int, float),
     "dom0_mem": str,
     "xen_cmdline_extra": str,
+    "xen_console": str,
     "ssh_key_file": str,
     "ssh_host_key_file": str,
     "ssh_known_hosts": str,
@@ -64,6 +67,19 @@ VLAB_OPTIONS = {"memory_mb": int, "vcpus": int, "hosts": Mapping}
 # labgrid would act on its other top-level keys (`imports` runs Python files, `tools`
 # and `options` change what it runs): a lab file has these two only.
 TOP_LEVEL_KEYS = ("targets", "xenhil")
+
+# A host's console, one per host: ours for raw TCP and Serial-over-LAN, labgrid's for
+# RFC 2217 ports (ser2net, labgrid's exporter) and serial devices on this machine.
+CONSOLE_RESOURCES = {
+    "Com1Port": ("host", "port", "speed"),
+    "NetworkSerialPort": ("host", "port", "speed", "protocol"),
+    "RawSerialPort": ("port", "speed"),
+    "IPMISOLPort": ("speed",),
+}
+# The UARTs Xen can put its console on (its comN= options).
+XEN_CONSOLES = ("com1", "com2")
+SERIAL_SPEEDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800,
+                 921600)
 
 # labgrid target names; they also end up in file names, shell commands and reports.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
@@ -112,12 +128,13 @@ class HostSpec:
 
     name: str
     bmc: BMC
-    com1: Endpoint
+    console: ConsolePort
     ssh: SSHEndpoint
     family: str = "debian"
     timeout_factor: float = 1.0
     dom0_mem: str = "1024M,max:1024M"
     xen_cmdline_extra: str = ""
+    xen_console: str = "com1"  # the UART the console resource carries, Xen's console=
     link_address: str | None = None
     # Where routed (vif-route) and NAT (vif-nat) guests of this host get addresses.
     routed_guest_network: ipaddress.IPv4Network | None = None
@@ -343,7 +360,10 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
                                                check_files), host_options, lab_name)
     _check_vport_pools_disjoint(check, hosts)
     _check_places_distinct(check, hosts)
-    _check_endpoints_distinct(check, hosts)
+    _check_endpoints_distinct(check, hosts, {
+        name: next(resource for resource in CONSOLE_RESOURCES
+                   if resource in (targets[name].get("resources") or {}))
+        for name in hosts})
 
     reports = check.get(options, "reports", str, "xenhil", "reports")
     reports_dir = check.file(reports, "xenhil.reports", must_exist=False)
@@ -387,10 +407,10 @@ DRIVERS = ("IPMIPowerDriver", "Com1ConsoleDriver", "XenSSHDriver", "XenBootStrat
 def _host(check: _Checker, name: str, resources: Mapping[str, Any],
           options: Mapping[str, Any], check_files: bool) -> HostSpec:
     where = f"host {name}"
-    for needed in ("IPMIPowerPort", "Com1Port", "NetworkService"):
+    for needed in ("IPMIPowerPort", "NetworkService"):
         if needed not in resources:
             raise check.fail(f"{where}: resources.{needed}", "missing (every host needs "
-                             "IPMIPowerPort, Com1Port and NetworkService)")
+                             "IPMIPowerPort, NetworkService and a console)")
     ipmi = check.mapping(resources["IPMIPowerPort"], f"{where}: IPMIPowerPort")
     ipmi_where = f"{where}: IPMIPowerPort"
     password_file = ipmi.get("password_file")
@@ -414,7 +434,11 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
         cipher_suite=check.get(ipmi, "cipher_suite", int, ipmi_where, 3),
         password_file_as_written=password_file,
     )
-    com1 = check.mapping(resources["Com1Port"], f"{where}: Com1Port")
+    console = _console(check, where, resources, bmc, check_files)
+    xen_console = options.get("xen_console", "com1")
+    if xen_console not in XEN_CONSOLES:
+        raise check.fail(f"{where}: xen_console", f"{xen_console!r} is not one of "
+                         f"{', '.join(XEN_CONSOLES)} (the UART the console resource carries)")
     service = check.mapping(resources["NetworkService"], f"{where}: NetworkService")
     ssh_where = f"{where}: NetworkService"
     if "password" in service:
@@ -448,8 +472,7 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
     return HostSpec(
         name=name,
         bmc=bmc,
-        com1=Endpoint(check.address(com1, "host", f"{where}: Com1Port"),
-                      check.port(com1, "port", f"{where}: Com1Port")),
+        console=console,
         ssh=SSHEndpoint(
             address=check.address(service, "address", ssh_where),
             port=check.port(service, "port", ssh_where, 22),
@@ -466,6 +489,7 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
         timeout_factor=factor,
         dom0_mem=dom0_mem,
         xen_cmdline_extra=cmdline_extra,
+        xen_console=xen_console,
         link_address=link_address,
         routed_guest_network=_network(check, options, "routed_guest_network", where),
         nat_guest_network=_network(check, options, "nat_guest_network", where),
@@ -504,6 +528,52 @@ def _check_places_distinct(check: _Checker, hosts: dict[str, HostSpec]) -> None:
             raise check.fail(f"host {name}: place", f"{host.place!r} is the place of host "
                              f"{owner[host.place]} too; every host needs its own")
         owner[host.place] = name
+
+
+def _console(check: _Checker, where: str, resources: Mapping[str, Any], bmc: BMC,
+             check_files: bool) -> ConsolePort:
+    present = [name for name in CONSOLE_RESOURCES if name in resources]
+    if not present:
+        raise check.fail(f"{where}: resources", "no console: declare one of Com1Port (raw "
+                         "TCP), NetworkSerialPort (RFC 2217), RawSerialPort (a serial device "
+                         "on this machine) or IPMISOLPort (the BMC's Serial-over-LAN)")
+    if len(present) > 1:
+        raise check.fail(f"{where}: resources.{present[1]}", f"a second console ({present[0]} "
+                         "is one); the recorder reads one console per host")
+    resource = present[0]
+    resource_where = f"{where}: {resource}"
+    data = check.mapping(resources[resource] or {}, resource_where)
+    known = CONSOLE_RESOURCES[resource]
+    for key in data:
+        if key not in known:
+            raise check.fail(f"{resource_where}.{key}",
+                             f"unknown field (known: {', '.join(known)})")
+    speed = check.get(data, "speed", int, resource_where, 115200)
+    if speed not in SERIAL_SPEEDS:
+        raise check.fail(f"{resource_where}.speed", f"{speed} is not a serial bit rate "
+                         f"({', '.join(map(str, SERIAL_SPEEDS))})")
+    if resource == "RawSerialPort":
+        device = check.get(data, "port", str, resource_where)
+        if not device.startswith("/dev/"):
+            raise check.fail(f"{resource_where}.port", f"{device!r} is not a serial device "
+                             "(/dev/ttyUSB0, /dev/serial/by-id/...)")
+        if check_files and not Path(device).exists():
+            raise check.fail(f"{resource_where}.port", f"{device} does not exist")
+        return SerialDevicePort(device, speed)
+    if resource == "IPMISOLPort":
+        if bmc.interface != "lanplus":
+            raise check.fail(f"{where}: IPMIPowerPort.interface", f"{bmc.interface!r}: "
+                             "Serial-over-LAN (IPMISOLPort) needs lanplus (IPMI 2.0)")
+        return SOLPort(bmc, speed)
+    host = check.address(data, "host", resource_where)
+    port = check.port(data, "port", resource_where)
+    protocol = check.get(data, "protocol", str, resource_where,
+                         "rfc2217" if resource == "NetworkSerialPort" else "raw")
+    if resource == "NetworkSerialPort" and protocol not in ("rfc2217", "raw"):
+        raise check.fail(f"{resource_where}.protocol", f"{protocol!r} is not rfc2217 (telnet "
+                         "with serial control, as ser2net's telnet(rfc2217)) or raw")
+    return RFC2217Port(host, port, speed) if protocol == "rfc2217" else RawTCPPort(host, port,
+                                                                                   speed)
 
 
 def _network(check: _Checker, options: Mapping[str, Any], key: str,
@@ -607,26 +677,43 @@ def _check_vport_pools_disjoint(check: _Checker, hosts: dict[str, HostSpec]) -> 
             owner[vport.wwpn] = name
 
 
-def _check_endpoints_distinct(check: _Checker, hosts: dict[str, HostSpec]) -> None:
+def _check_endpoints_distinct(check: _Checker, hosts: dict[str, HostSpec],
+                              console_resources: dict[str, str]) -> None:
     """Two hosts on one BMC, console or SSH endpoint are one machine under two names:
     power cycling one would power off the other. Compared as the addresses are meant,
     not as written (127.0.0.1 and localhost; YAML reads 0x185e and 6238 as one port)."""
-    kinds = (("IPMIPowerPort", "BMC", lambda host: Endpoint(host.bmc.address, host.bmc.port)),
-             ("Com1Port", "console", lambda host: host.com1),
-             ("NetworkService", "SSH", lambda host: Endpoint(host.ssh.address, host.ssh.port)))
-    for resource, what, endpoint_of in kinds:
-        owner: dict[tuple[str, int], tuple[str, Endpoint]] = {}
+    kinds = (("BMC", lambda name, host: ("IPMIPowerPort",
+                                         _network_keys(host.bmc.address, host.bmc.port))),
+             ("console", lambda name, host: (console_resources[name],
+                                             _console_keys(host.console))),
+             ("SSH", lambda name, host: ("NetworkService",
+                                         _network_keys(host.ssh.address, host.ssh.port))))
+    for what, keys_of in kinds:
+        owner: dict[tuple[str, object], tuple[str, str]] = {}
         for name, host in hosts.items():
-            endpoint = endpoint_of(host)
-            keys = [(address, endpoint.port) for address in _same_machine(endpoint.address)]
+            resource, (keys, written) = keys_of(name, host)
             for key in keys:
                 if key in owner:
-                    other, written = owner[key]
-                    spelled = "" if written == endpoint else f" (written there as {written})"
+                    other, other_written = owner[key]
+                    spelled = "" if other_written == written else \
+                        f" (written there as {other_written})"
                     raise check.fail(f"host {name}: {resource}",
-                                     f"{endpoint} is the {what} of host {other} too{spelled}; "
+                                     f"{written} is the {what} of host {other} too{spelled}; "
                                      "every host needs its own")
-            owner.update(dict.fromkeys(keys, (name, endpoint)))
+            owner.update(dict.fromkeys(keys, (name, written)))
+
+
+def _network_keys(address: str, port: int) -> tuple[set[tuple[str, object]], str]:
+    return {(spelling, port) for spelling in _same_machine(address)}, \
+        str(Endpoint(address, port))
+
+
+def _console_keys(console: ConsolePort) -> tuple[set[tuple[str, object]], str]:
+    if isinstance(console, RawTCPPort | RFC2217Port):
+        return _network_keys(console.host, console.port)
+    if isinstance(console, SerialDevicePort):
+        return {("device", console.device)}, console.device
+    return set(), console.endpoint  # Serial-over-LAN: one per BMC, checked as the BMC
 
 
 def _same_machine(address: str) -> set[str]:

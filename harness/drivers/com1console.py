@@ -1,15 +1,22 @@
 """labgrid console on top of the com1 recorder: ShellDriver and expect over the recorded stream.
 
-A host's com1 port serves one client, and that client is the harness's `Com1Recorder`
+A host's console serves one client, and that client is the harness's `Com1Recorder`
 (running from before power-on, for the whole session). labgrid's own SerialDriver would
 be a second client, so this driver does not connect anywhere: it reads a subscription of
 the running recorder and writes through it. labgrid waits therefore see exactly the bytes
 that are in com1/<host>.log, and nothing is lost while no driver is active.
 
-How the driver finds its recorder: the target has a `Com1Port` resource (host, port, as
-in the lab file); on activation the driver looks up the recorder started for that same
-(host, port) with `harness.com1.recorder_for()`. Recorders register themselves in
+How the driver finds its recorder: the target has one console resource, as in the lab
+file (harness/lab.py); on activation the driver looks up the recorder started for that
+console's endpoint with `harness.com1.recorder_for()`. Recorders register themselves in
 start(), so the only rule is: start the host's recorder before activating its console.
+The console resources:
+
+    Com1Port: {host: 127.0.1.1, port: 6231}            # raw TCP (ours)
+    NetworkSerialPort: {host: consoles, port: 7001}    # labgrid's: RFC 2217 (or raw)
+    RawSerialPort: {port: /dev/ttyUSB0, speed: 115200} # labgrid's: a device here
+    IPMISOLPort: {}                                    # ours: SOL of the IPMIPowerPort's BMC
+
 A lab file entry:
 
     resources:
@@ -27,17 +34,19 @@ The driver raises once per crash and then watches afresh (the host may be reboot
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attr
 from labgrid.driver.common import Driver
 from labgrid.driver.consoleexpectmixin import ConsoleExpectMixin
 from labgrid.factory import target_factory
 from labgrid.protocol import ConsoleProtocol
+from labgrid.resource import NetworkSerialPort, RawSerialPort
 from labgrid.resource.common import Resource
 from pexpect import TIMEOUT
 
 from harness.com1 import Com1Mark, Com1Recorder, Com1Stream, recorder_for
+from harness.console_transport import host_port
 from harness.console_watch import ConsoleWatcher
 
 _READ_LIMIT = 65536  # bytes per read when labgrid sets no max_size
@@ -46,27 +55,57 @@ _READ_LIMIT = 65536  # bytes per read when labgrid sets no max_size
 @target_factory.reg_resource
 @attr.s(eq=False)
 class Com1Port(Resource):
-    """A host's com1 as a raw TCP port: QEMU chardev socket, ser2net or conserver.
+    """A host's console as a raw TCP port: QEMU chardev socket, ser2net or conserver.
 
     Args:
         host (str): address of the console server, exactly as given to the recorder
         port (int): its TCP port
+        speed (int): the UART's bit rate at the host (for Xen's command line)
     """
 
     host: str = attr.ib(validator=attr.validators.instance_of(str))
     port: int = attr.ib(validator=attr.validators.instance_of(int))
+    speed: int = attr.ib(default=115200, validator=attr.validators.instance_of(int))
+
+
+@target_factory.reg_resource
+@attr.s(eq=False)
+class IPMISOLPort(Resource):
+    """A host's console as the Serial-over-LAN of its BMC (the target's IPMIPowerPort).
+
+    Args:
+        speed (int): the UART's bit rate at the host (for Xen's command line)
+    """
+
+    speed: int = attr.ib(default=115200, validator=attr.validators.instance_of(int))
+
+
+def console_endpoint(port: Resource, bmc: Resource | None) -> str:
+    """The endpoint (harness.console_transport) a console resource names."""
+    if isinstance(port, IPMISOLPort):
+        if bmc is None:
+            raise LookupError(f"{port}: Serial-over-LAN needs the target's IPMIPowerPort")
+        return f"ipmi-sol://{host_port(bmc.address, bmc.port)}"
+    if isinstance(port, RawSerialPort):
+        return str(port.port)
+    if isinstance(port, NetworkSerialPort) and port.protocol == "rfc2217":
+        return f"rfc2217://{host_port(port.host, port.port)}"
+    return host_port(port.host, port.port)
 
 
 @target_factory.reg_driver
 @attr.s(eq=False)
 class Com1ConsoleDriver(ConsoleExpectMixin, Driver, ConsoleProtocol):
-    """ConsoleProtocol over the running Com1Recorder of the bound Com1Port.
+    """ConsoleProtocol over the running Com1Recorder of the bound console resource.
 
     `watcher` is the ConsoleWatcher of what this driver has read (None without `watch`);
     it is new at every activation and after every ConsoleCrash raised.
     """
 
-    bindings: ClassVar[dict[str, str]] = {"port": "Com1Port"}
+    bindings: ClassVar[dict[str, Any]] = {
+        "port": {"Com1Port", "NetworkSerialPort", "RawSerialPort", "IPMISOLPort"},
+        "bmc": {"IPMIPowerPort", None},  # whose Serial-over-LAN an IPMISOLPort is
+    }
 
     txdelay: float = attr.ib(default=0.0, validator=attr.validators.instance_of(float))
     txchunk: int = attr.ib(default=1, validator=attr.validators.instance_of(int))
@@ -79,7 +118,7 @@ class Com1ConsoleDriver(ConsoleExpectMixin, Driver, ConsoleProtocol):
         self.watcher: ConsoleWatcher | None = None
 
     def on_activate(self) -> None:
-        self._recorder = recorder_for(self.port.host, self.port.port)
+        self._recorder = recorder_for(console_endpoint(self.port, self.bmc))
         self._stream = self._recorder.subscribe()
         self.watcher = ConsoleWatcher() if self.watch else None
 
@@ -107,7 +146,8 @@ class Com1ConsoleDriver(ConsoleExpectMixin, Driver, ConsoleProtocol):
                 self.watcher = ConsoleWatcher()
                 raise crash
         if not data:
-            raise TIMEOUT(f"Timeout of {timeout:.2f} seconds exceeded on com1 of {self.port.host}")
+            raise TIMEOUT(f"Timeout of {timeout:.2f} seconds exceeded on com1 of "
+                          f"{self._stream.name}")
         return data
 
     def _write(self, data: bytes) -> int:

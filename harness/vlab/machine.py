@@ -11,8 +11,12 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..console_transport import RawTCPPort, RFC2217Port
 from ..lab import HostSpec
 
+# com1's chardev when the lab file reaches the console another way than QEMU's socket
+# (ser2net in front of it, or Serial-over-LAN on com2).
+COM1_PORT = 6231
 SOL_PORT = 6232  # com2, wired to the BMC's Serial-over-LAN
 BMC_VM_PORT = 6233  # QEMU's ipmi-bmc-extern connects here (power/reset of the VM)
 LINK_PORT = 6240  # host-to-host network: UDP between the two hosts' loopback addresses
@@ -55,6 +59,24 @@ class VirtualHost:
         return self.run_dir / "com1-qemu.log"
 
     @property
+    def qemu_com2_log(self) -> Path:
+        """QEMU's own copy of every com2 byte (what the BMC's Serial-over-LAN carries)."""
+        return self.run_dir / "com2-qemu.log"
+
+    @property
+    def com1_server(self) -> tuple[str, int]:
+        """Where QEMU serves com1: the lab file's raw TCP console, or COM1_PORT."""
+        console = self.spec.console
+        if isinstance(console, RawTCPPort):
+            return console.host, console.port
+        return self.address, COM1_PORT
+
+    @property
+    def com1_read(self) -> bool:
+        """Whether the lab reads com1 (directly, or through a ser2net in front of it)."""
+        return isinstance(self.spec.console, RawTCPPort | RFC2217Port)
+
+    @property
     def start_script(self) -> Path:
         return self.run_dir / "power-on.sh"
 
@@ -68,13 +90,14 @@ class VirtualHost:
         return [
             (spec.bmc.address, spec.bmc.port, "udp"),
             (self.address, BMC_VM_PORT, "tcp"),
-            (spec.com1.address, spec.com1.port, "tcp"),
+            (*self.com1_server, "tcp"),
             (self.address, SOL_PORT, "tcp"),
             (spec.ssh.address, spec.ssh.port, "tcp"),
         ]
 
     def qemu_argv(self, qemu: str = "qemu-system-x86_64") -> list[str]:
         spec = self.spec
+        com1_host, com1_port = self.com1_server
         argv = [
             qemu, "-name", f"xenhil-{self.name}",
             # TCG: no usable KVM here. graphics=off puts SeaBIOS's own output on the
@@ -86,11 +109,14 @@ class VirtualHost:
             "-m", str(self.memory_mb), "-smp", str(self.vcpus),
             "-nodefaults", "-no-user-config", "-display", "none",
             # wait=on: the machine does not start until the com1 recorder is connected,
-            # so the first byte is never lost. logfile: QEMU's own copy, for comparison.
-            "-chardev", f"socket,id=com1,host={spec.com1.address},port={spec.com1.port},"
-                        f"server=on,wait=on,logfile={self.qemu_com1_log},logappend=on",
+            # so the first byte is never lost (but nothing connects to a com1 nobody
+            # reads). logfile: QEMU's own copy, for comparison.
+            "-chardev", f"socket,id=com1,host={com1_host},port={com1_port},server=on,"
+                        f"wait={'on' if self.com1_read else 'off'},"
+                        f"logfile={self.qemu_com1_log},logappend=on",
             "-serial", "chardev:com1",
-            "-chardev", f"socket,id=com2,host={self.address},port={SOL_PORT},server=on,wait=off",
+            "-chardev", f"socket,id=com2,host={self.address},port={SOL_PORT},server=on,"
+                        f"wait=off,logfile={self.qemu_com2_log},logappend=on",
             "-serial", "chardev:com2",
             "-chardev", f"socket,id=ipmi0,host={self.address},port={BMC_VM_PORT},reconnect=2",
             "-device", "ipmi-bmc-extern,chardev=ipmi0,id=bmc0",

@@ -51,7 +51,7 @@ def sockets_of(pids: set[int]) -> list[tuple[str, str]]:
 
 def test_ipmitool_gets_no_password_on_its_command_line(vlab: Lab) -> None:
     spec = vlab.host("vlab1")
-    argv, _env = IPMITool(spec.bmc)._command(["chassis", "power", "status"])
+    argv, _env = IPMITool(spec.bmc).command(["chassis", "power", "status"])
     password = spec.bmc.password_file.read_text().strip()  # type: ignore[union-attr]
     assert password not in " ".join(argv)
     assert argv[argv.index("-f") + 1] == str(spec.bmc.password_file)
@@ -61,8 +61,8 @@ def test_ipmitool_gets_no_password_on_its_command_line(vlab: Lab) -> None:
 def test_both_hosts_power_on_boot_to_ssh_and_power_off(
         vlab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hosts = [vlab.host("vlab1"), vlab.host("vlab2")]
-    recorders = {spec.name: Com1Recorder(spec.com1.address, spec.com1.port,
-                                         tmp_path / f"{spec.name}.log", name=spec.name).start()
+    recorders = {spec.name: Com1Recorder(spec.console, tmp_path / f"{spec.name}.log",
+                                         name=spec.name).start()
                  for spec in hosts}
     streams = {name: recorder.subscribe() for name, recorder in recorders.items()}
     figures = []
@@ -122,7 +122,7 @@ def test_both_hosts_power_on_boot_to_ssh_and_power_off(
 def test_power_cycle_restarts_the_machine(vlab: Lab, tmp_path: Path) -> None:
     spec = vlab.host("vlab1")
     ipmi = IPMITool(spec.bmc)
-    with Com1Recorder(spec.com1.address, spec.com1.port, tmp_path / "vlab1.log") as recorder:
+    with Com1Recorder(spec.console, tmp_path / "vlab1.log") as recorder:
         stream = recorder.subscribe()
         ipmi.power_on()
         stream.expect([r"GRUB|Booting `"], timeout=BOOT_TIMEOUT)

@@ -20,6 +20,7 @@ from pexpect import TIMEOUT
 
 from harness.com1 import Com1NotConnected, Com1Recorder, recorder_for
 from harness.com1_stream import Com1Timeout
+from harness.console_transport import RawTCPPort
 from harness.console_watch import ConsoleCrash, ConsoleWatcher
 from harness.drivers.com1console import Com1ConsoleDriver, Com1Port
 from tests.unit.test_console_watch import com1_bytes, console_text
@@ -177,7 +178,7 @@ def server() -> Iterator[ConsoleServer]:
 @pytest.fixture
 def recorder(server: ConsoleServer, tmp_path: Path) -> Iterator[Com1Recorder]:
     with Com1Recorder(
-        "127.0.0.1", server.port, tmp_path / "com1" / "host1.log", name="host1"
+        RawTCPPort("127.0.0.1", server.port), tmp_path / "com1" / "host1.log", name="host1"
     ) as rec:
         server.wait_client()  # accepted on the server side ...
         wait_for(lambda: rec.connected, "the recorder to connect")  # ... and on ours
@@ -259,7 +260,7 @@ def test_a_drop_and_reconnect_are_marked(server: ConsoleServer, recorder: Com1Re
 
 def test_refused_connects_are_retried_until_the_server_appears(tmp_path: Path) -> None:
     port = free_port()
-    rec = Com1Recorder("127.0.0.1", port, tmp_path / "host1.log").start()
+    rec = Com1Recorder(RawTCPPort("127.0.0.1", port), tmp_path / "host1.log").start()
     srv: ConsoleServer | None = None
     try:
         wait_for(lambda: len(markers(rec)) == 2, "the connect failure marker")
@@ -290,7 +291,7 @@ def test_write_reaches_the_console(server: ConsoleServer, recorder: Com1Recorder
 
 
 def test_write_without_a_connection_says_why(tmp_path: Path) -> None:
-    with Com1Recorder("127.0.0.1", free_port(), tmp_path / "host1.log") as rec:
+    with Com1Recorder(RawTCPPort("127.0.0.1", free_port()), tmp_path / "host1.log") as rec:
         wait_for(lambda: len(markers(rec)) == 2, "the connect failure marker")
         with pytest.raises(Com1NotConnected, match=r"not connected.*Connection refused"):
             rec.write(b"\x01\x01\x01")
@@ -299,10 +300,11 @@ def test_write_without_a_connection_says_why(tmp_path: Path) -> None:
 def test_stop_marks_the_end_closes_everything_and_is_idempotent(
     server: ConsoleServer, tmp_path: Path
 ) -> None:
-    rec = Com1Recorder("127.0.0.1", server.port, tmp_path / "host1.log", name="host1").start()
+    rec = Com1Recorder(RawTCPPort("127.0.0.1", server.port), tmp_path / "host1.log",
+                       name="host1").start()
     stream = rec.subscribe()
     server.wait_client()
-    assert recorder_for("127.0.0.1", server.port) is rec
+    assert recorder_for(f"127.0.0.1:{server.port}") is rec
 
     rec.stop()
     rec.stop()
@@ -313,7 +315,7 @@ def test_stop_marks_the_end_closes_everything_and_is_idempotent(
     with pytest.raises(EOFError):
         stream.read(timeout=1.0)
     with pytest.raises(LookupError, match="no com1 recorder is running"):
-        recorder_for("127.0.0.1", server.port)
+        recorder_for(f"127.0.0.1:{server.port}")
 
 
 def test_a_failing_recorder_is_not_silent(server: ConsoleServer, recorder: Com1Recorder) -> None:
@@ -330,11 +332,12 @@ def test_a_failing_recorder_is_not_silent(server: ConsoleServer, recorder: Com1R
 
 
 def test_a_port_is_recorded_once(server: ConsoleServer, recorder: Com1Recorder) -> None:
-    second = Com1Recorder("127.0.0.1", server.port, recorder.log_path.with_name("other.log"))
+    second = Com1Recorder(RawTCPPort("127.0.0.1", server.port),
+                          recorder.log_path.with_name("other.log"))
     with pytest.raises(RuntimeError, match="already recorded by host1"):
         second.start()
     second.stop()
-    assert recorder_for("127.0.0.1", server.port) is recorder
+    assert recorder_for(f"127.0.0.1:{server.port}") is recorder
 
 
 # -- evidence slices ---------------------------------------------------------------------
@@ -357,7 +360,7 @@ def test_text_since_slices_the_timestamped_log(
     assert re.fullmatch(r"\S+Z \| " + re.escape(two) + "\n", second)
     assert first + second == recorder.text_since(start)
     assert start.time <= middle.time
-    other = Com1Recorder("127.0.0.1", 1, tmp_path / "other.log")
+    other = Com1Recorder(RawTCPPort("127.0.0.1", 1), tmp_path / "other.log")
     with pytest.raises(ValueError, match="not of"):
         other.text_since(start)
 
@@ -463,7 +466,8 @@ def test_expect_timeout_names_the_wait_and_shows_the_last_lines(
 
 
 def test_expect_timeout_says_when_the_console_is_not_connected(tmp_path: Path) -> None:
-    rec = Com1Recorder("127.0.0.1", free_port(), tmp_path / "host1.log", name="host1")
+    rec = Com1Recorder(RawTCPPort("127.0.0.1", free_port()), tmp_path / "host1.log",
+                       name="host1")
     with rec, rec.subscribe() as stream, pytest.raises(Com1Timeout) as info:
         stream.expect(["login:"], timeout=0.3)
 

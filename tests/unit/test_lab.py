@@ -9,6 +9,7 @@ import yaml
 
 from harness.drivers.ipmipower import IPMIPowerPort
 from harness.errors import ConfigError
+from harness.install import xen_cmdline
 from harness.ipmi import bmc_secrets
 from harness.lab import DEFAULT_LAB, load_lab
 from harness.paths import PROJECT_ROOT, labs_dir
@@ -32,7 +33,7 @@ def test_vlab_lab_file_loads_with_both_hosts(monkeypatch: pytest.MonkeyPatch) ->
     vlab2 = lab.host("vlab2")
     assert (vlab2.bmc.address, vlab2.bmc.port) == ("127.0.1.2", 6230)
     assert vlab2.bmc.password_file == Path("/var/cache/xh/vlab/bmc-password")
-    assert str(vlab2.com1) == "127.0.1.2:6231"
+    assert vlab2.console.endpoint == "127.0.1.2:6231"
     assert vlab2.ssh.key_file == Path("/var/cache/xh/vlab/keys/id_ed25519")
     assert vlab2.link_address == "198.51.100.12"
     assert lab.timeout_factor == 3.0
@@ -45,6 +46,11 @@ def test_example_lab_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert host.family == "suse"
     assert host.timeout_factor == 1.5
     assert lab.host("xen-r640-01").bmc.password_env == "XENHIL_BMC_PASSWORD"
+    # One console through ser2net's RFC 2217 on COM1, one through SOL on COM2.
+    assert lab.host("xen-r640-01").console.endpoint == "rfc2217://consoles.lab.example:7001"
+    assert xen_cmdline(lab.host("xen-r640-01")).startswith("console=com1 com1=115200,8n1 ")
+    assert host.console.endpoint == "ipmi-sol://bmc-xen-r640-02.lab.example:623"
+    assert xen_cmdline(host).startswith("console=com2 com2=115200,8n1 ")
 
 
 def test_unknown_host_names_the_known_ones() -> None:
@@ -82,8 +88,8 @@ def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
 
 def test_missing_resource_names_host_and_field(tmp_path: Path) -> None:
     data = vlab_data()
-    del data["targets"]["vlab2"]["resources"]["Com1Port"]
-    with pytest.raises(ConfigError, match=r"host vlab2: resources.Com1Port: missing"):
+    del data["targets"]["vlab2"]["resources"]["NetworkService"]
+    with pytest.raises(ConfigError, match=r"host vlab2: resources.NetworkService: missing"):
         load_lab(write_lab(tmp_path, data), check_files=False)
 
 

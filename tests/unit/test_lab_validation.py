@@ -73,6 +73,26 @@ def endpoints(resource: str, address_key: str, first: str, second: str) -> Mutat
     return mutate
 
 
+def console(resource: str, fields: dict[str, object] | None, host: str = "vlab2") -> Mutation:
+    """The host's console as `resource` with `fields`, instead of its Com1Port."""
+    def mutate(data: dict[str, Any]) -> None:
+        resources = at("targets", host, "resources")(data)
+        del resources["Com1Port"]
+        resources[resource] = fields
+    return mutate
+
+
+def both(*mutations: Mutation) -> Mutation:
+    def mutate(data: dict[str, Any]) -> None:
+        for mutation in mutations:
+            mutation(data)
+    return mutate
+
+
+def second_console(data: dict[str, Any]) -> None:
+    at("targets", "vlab2", "resources")(data)["IPMISOLPort"] = {}
+
+
 TOP = at()
 XENHIL = at("xenhil")
 VLAB = at("xenhil", "vlab")
@@ -92,8 +112,8 @@ SSH_PORT_IN_HEX = DEFAULT_LAB.read_text().replace(
 # (id, mutation of labs/vlab.yaml's data or raw YAML text, check_files, error fragment)
 ROWS: list[tuple[str, Mutation | str, bool, str]] = [
     # Handled before this table existed.
-    ("missing resource", delete_in(at("targets", "vlab2", "resources"), "Com1Port"),
-     False, "host vlab2: resources.Com1Port: missing"),
+    ("missing resource", delete_in(at("targets", "vlab2", "resources"), "NetworkService"),
+     False, "host vlab2: resources.NetworkService: missing"),
     ("missing driver", delete_in(at("targets", "vlab2", "drivers"), "XenBootStrategy"),
      False, "targets.vlab2.drivers: missing XenBootStrategy"),
     ("inline password", set_in(VLAB1_IPMI, "password", "calvin"),
@@ -264,6 +284,56 @@ ROWS: list[tuple[str, Mutation | str, bool, str]] = [
      False, "host vlab1: tags.a: a tag name is"),
     ("tag called name", set_in(VLAB1, "tags", {"name": "big"}),
      False, "host vlab1: tags.name: a tag name is"),
+    # Consoles: one per host, each field checked.
+    ("no console", delete_in(at("targets", "vlab2", "resources"), "Com1Port"),
+     False, "host vlab2: resources: no console: declare one of Com1Port (raw TCP), "
+            "NetworkSerialPort (RFC 2217), RawSerialPort"),
+    ("two consoles", second_console,
+     False, "host vlab2: resources.IPMISOLPort: a second console (Com1Port is one)"),
+    ("console field unknown", set_in(VLAB2_COM1, "baud", 115200),
+     False, "host vlab2: Com1Port.baud: unknown field (known: host, port, speed)"),
+    ("console speed not a bit rate", set_in(VLAB2_COM1, "speed", 11520),
+     False, "host vlab2: Com1Port.speed: 11520 is not a serial bit rate (1200, 2400"),
+    ("console speed as text", set_in(VLAB2_COM1, "speed", "115200"),
+     False, "host vlab2: Com1Port.speed: expected int, got '115200'"),
+    ("rfc2217 without a port", console("NetworkSerialPort", {"host": "127.0.1.2"}),
+     False, "host vlab2: NetworkSerialPort.port: missing"),
+    ("rfc2217 bad host", console("NetworkSerialPort", {"host": "con sole", "port": 7001}),
+     False, "host vlab2: NetworkSerialPort.host: 'con sole' is not an IP address or a DNS"),
+    ("network console protocol", console("NetworkSerialPort",
+                                         {"host": "127.0.1.2", "port": 7001, "protocol": "ssh"}),
+     False, "host vlab2: NetworkSerialPort.protocol: 'ssh' is not rfc2217 (telnet"),
+    ("network console labgrid field", console("NetworkSerialPort",
+                                              {"host": "127.0.1.2", "port": 7001, "extra": {}}),
+     False, "host vlab2: NetworkSerialPort.extra: unknown field (known: host, port, speed, "
+            "protocol)"),
+    ("serial device missing port", console("RawSerialPort", {"speed": 115200}),
+     False, "host vlab2: RawSerialPort.port: missing"),
+    ("serial device not in /dev", console("RawSerialPort", {"port": "ttyUSB0"}),
+     False, "host vlab2: RawSerialPort.port: 'ttyUSB0' is not a serial device (/dev/ttyUSB0"),
+    ("serial device absent", both(
+        bmc_passwords_from_env, delete_in(at("xenhil", "defaults"), "ssh_key_file"),
+        delete_in(at("xenhil", "defaults"), "ssh_host_key_file"),
+        set_in(at("xenhil", "defaults"), "ssh_known_hosts", "known_hosts"),
+        console("RawSerialPort", {"port": "/dev/ttyUSB-xenhil-none"})),
+     True, "host vlab2: RawSerialPort.port: /dev/ttyUSB-xenhil-none does not exist"),
+    ("sol field unknown", console("IPMISOLPort", {"instance": 2}),
+     False, "host vlab2: IPMISOLPort.instance: unknown field (known: speed)"),
+    ("sol without lanplus", both(
+        console("IPMISOLPort", None),
+        set_in(at("targets", "vlab2", "resources", "IPMIPowerPort"), "interface", "lan")),
+     False, "host vlab2: IPMIPowerPort.interface: 'lan': Serial-over-LAN (IPMISOLPort) needs "
+            "lanplus"),
+    ("xen console not a uart", set_in(VLAB2, "xen_console", "ttyS1"),
+     False, "host vlab2: xen_console: 'ttyS1' is not one of com1, com2"),
+    ("shared rfc2217 console", both(
+        console("NetworkSerialPort", {"host": "127.0.0.1", "port": 7001}, "vlab1"),
+        console("NetworkSerialPort", {"host": "localhost", "port": 7001})),
+     False, "host vlab2: NetworkSerialPort: localhost:7001 is the console of host vlab1 too "
+            "(written there as 127.0.0.1:7001)"),
+    ("shared serial device", both(console("RawSerialPort", {"port": "/dev/ttyS0"}, "vlab1"),
+                                  console("RawSerialPort", {"port": "/dev/ttyS0"})),
+     False, "host vlab2: RawSerialPort: /dev/ttyS0 is the console of host vlab1 too"),
     # Keys of the file.
     ("imports", set_in(TOP, "imports", ["evil.py"]),
      False, "imports: unknown top-level key (allowed: targets, xenhil)"),

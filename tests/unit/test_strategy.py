@@ -21,6 +21,7 @@ from labgrid.resource import NetworkService
 from labgrid.strategy import StrategyError
 
 from harness.com1 import Com1Recorder
+from harness.console_transport import RawTCPPort
 from harness.drivers.com1console import Com1ConsoleDriver, Com1Port
 from harness.drivers.xenssh import XenSSHDriver
 from harness.remote import SSHUnavailable
@@ -76,7 +77,8 @@ def server() -> Iterator[ConsoleServer]:
 def target(server: ConsoleServer, tmp_path: Path) -> Iterator[Target]:
     target = Target("host1")
     Com1Port(target, "com1", host="127.0.0.1", port=server.port)
-    with Com1Recorder("127.0.0.1", server.port, tmp_path / "com1.log", name="host1") as com1:
+    with Com1Recorder(RawTCPPort("127.0.0.1", server.port), tmp_path / "com1.log",
+                      name="host1") as com1:
         server.wait_client()
         wait_for(lambda: com1.connected, "the recorder to connect")
         ScriptedPower(target, "power").server = server

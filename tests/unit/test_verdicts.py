@@ -161,6 +161,7 @@ def test_com1_slice_of_a_test_is_capped_to_its_end(tmp_path: Any,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from harness import plugin
     from harness.com1 import Com1Recorder
+    from harness.console_transport import RawTCPPort
     from tests.unit.test_com1 import ConsoleServer, wait_for
 
     attached: dict[str, str] = {}
@@ -169,7 +170,7 @@ def test_com1_slice_of_a_test_is_capped_to_its_end(tmp_path: Any,
     monkeypatch.setattr(plugin, "COM1_SLICE_LIMIT", 1000)
     server = ConsoleServer()
     try:
-        with Com1Recorder("127.0.0.1", server.port, tmp_path / "vlab1.log") as com1:
+        with Com1Recorder(RawTCPPort("127.0.0.1", server.port), tmp_path / "vlab1.log") as com1:
             server.wait_client()
             start = com1.mark()
             server.send(b"".join(b"line %04d\n" % n for n in range(500)))
