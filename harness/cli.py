@@ -597,11 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Figures worse than the median of earlier baseline runs by more than "
                     "their tolerance are flagged. Exits like `xenhil run`.")
     compare.add_argument("run", metavar="RUN", help="run id")
-    compare.add_argument("--baseline", metavar="RUN", help="compare with this run "
-                         "(default: the run's own baseline)")
-    compare.add_argument("--known-issues", type=Path, metavar="FILE",
-                         help="reviewed known issues (default: the harness's)")
-    _database_option(compare)
+    _comparison_options(compare)
     compare.set_defaults(func=cmd_compare)
 
     history = commands.add_parser(
@@ -631,11 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reports", type=Path, metavar="DIR",
                         help="reports directory to find RUN in (default: the lab file's "
                              "xenhil.reports)")
-    report.add_argument("--baseline", metavar="RUN", help="compare with this run "
-                        "(default: the run's own baseline)")
-    report.add_argument("--known-issues", type=Path, metavar="FILE",
-                        help="reviewed known issues (default: the harness's)")
-    _database_option(report)
+    _comparison_options(report)
     report.set_defaults(func=cmd_report)
 
     reproduce = commands.add_parser(
@@ -762,6 +754,15 @@ def _database_option(parser: argparse.ArgumentParser) -> None:
                         "(postgresql://...) or an SQLite file (default: $XENHIL_DB, the lab "
                         "file's xenhil.results_db, or results.sqlite in $XENHIL_DATA or the "
                         "reports directory)")
+
+
+def _comparison_options(parser: argparse.ArgumentParser) -> None:
+    """What a recorded run is compared with, for `compare` and `report`."""
+    parser.add_argument("--baseline", metavar="RUN", help="compare with this run "
+                        "(default: the run's own baseline)")
+    parser.add_argument("--known-issues", type=Path, metavar="FILE",
+                        help="reviewed known issues (default: the harness's)")
+    _database_option(parser)
 
 
 def _open_db(args: argparse.Namespace, reports_dir: Path | None = None) -> ResultsDB:

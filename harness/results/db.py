@@ -13,6 +13,7 @@ a lock, and for one statement.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -131,11 +132,12 @@ def upgrade_schema(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+# A host's row has exactly the record's fields.
+_HOST_FIELDS = tuple(field.name for field in dataclasses.fields(HostRecord))
+
+
 def _host_record(row: RunHost) -> HostRecord:
-    return HostRecord(name=row.name, xen_version=row.xen_version,
-                      xen_cmdline=row.xen_cmdline, dom0_kernel=row.dom0_kernel,
-                      cpu_model=row.cpu_model, microcode=row.microcode,
-                      firmware=row.firmware, bmc_firmware=row.bmc_firmware)
+    return HostRecord(**{name: getattr(row, name) for name in _HOST_FIELDS})
 
 
 def _result_record(row: Result) -> ResultRecord:
@@ -157,10 +159,7 @@ def _run_record(row: Run, *, hosts: bool = True, results: bool = False) -> RunRe
 
 
 def _host_row(host: HostRecord) -> RunHost:
-    return RunHost(name=host.name, xen_version=host.xen_version,
-                   xen_cmdline=host.xen_cmdline, dom0_kernel=host.dom0_kernel,
-                   cpu_model=host.cpu_model, microcode=host.microcode,
-                   firmware=host.firmware, bmc_firmware=host.bmc_firmware)
+    return RunHost(**dataclasses.asdict(host))
 
 
 def _result_row(result: ResultRecord) -> Result:
