@@ -9,6 +9,7 @@ pages say it is missing; index.html and junit.xml are always written.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 import shutil
@@ -33,6 +34,8 @@ _MOVE = re.compile(r"(?P<what>.+): (?P<figure>time|downtime)(?P<repeat> \(\d+\))
 NETWORK_UNITS = ("%", "ms", "Mbit/s", "Gbit/s")
 # Trend plots of one run at most: the figures that were flagged first.
 TREND_LIMIT = 40
+# The plots' files in allure-results.
+PLOT_PREFIX = "xenhil-plot-"
 
 
 def write_pages(reports: Path, title: str, *, analysis: Analysis | None,
@@ -95,9 +98,14 @@ def _write_trends(out: Path, analysis: Analysis, trend_runs: list[RunRecord]) ->
             tolerance = check.tolerance
             allowed = max(abs(check.median) * tolerance.relative, tolerance.absolute)
             limit = check.median + allowed if tolerance.higher_is_worse else check.median - allowed
-        plots.trend(f"{test_id.rpartition('::')[2]}: {name}", unit, series[(test_id, name, unit)],
-                    out / f"{number:02d}.png", median=check.median if check else None,
-                    tolerance_limit=limit)
+        title = f"{test_id.rpartition('::')[2]}: {name}"
+        plots.trend(title, unit, series[(test_id, name, unit)],
+                    out / f"{number:02d}-{_slug(title)}.png",
+                    median=check.median if check else None, tolerance_limit=limit)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60]
 
 
 def _write_allure(reports: Path, title: str, analysis: Analysis | None,
@@ -112,6 +120,7 @@ def _write_allure(reports: Path, title: str, analysis: Analysis | None,
                      "baseline": analysis.comparison.baseline_id or "none",
                      **{f"host {host.name}": f"Xen {host.xen_version}, dom0 "
                         f"{host.dom0_kernel}" for host in analysis.run.hosts}}
+    _plots_as_allure_globals(reports)
     with tempfile.TemporaryDirectory() as scratch:
         if history is None:  # regenerated: show the history, do not add to it
             history = Path(scratch) / "history.jsonl"
@@ -120,6 +129,27 @@ def _write_allure(reports: Path, title: str, analysis: Analysis | None,
                      variables=variables)
         except AllureReportError as error:
             log.warning("no Allure report for %s: %s", reports.name, error)
+
+
+def _plots_as_allure_globals(reports: Path) -> None:
+    """The run's plots as the Allure report's global attachments: copied into
+    allure-results as attachments, named in a globals file (Allure 3 reads
+    `*-globals.json`). An earlier set, of a report made before, is replaced."""
+    results = reports / "allure-results"
+    for old in results.glob(f"{PLOT_PREFIX}*-attachment.png"):
+        old.unlink()
+    attachments: list[dict[str, str]] = []
+    plots = reports / "plots"
+    for path in sorted(plots.rglob("*.png")) if plots.is_dir() else ():
+        name = path.relative_to(plots).with_suffix("").as_posix().replace("/", " ")
+        source = f"{PLOT_PREFIX}{len(attachments):03d}-attachment.png"
+        shutil.copyfile(path, results / source)
+        attachments.append({"name": name, "source": source, "type": "image/png"})
+    globals_file = results / f"{PLOT_PREFIX}globals.json"
+    if attachments:
+        globals_file.write_text(json.dumps({"attachments": attachments}, indent=1))
+    else:
+        globals_file.unlink(missing_ok=True)
 
 
 def write_qualification(reports: Path, title: str, results: list[TestResult],

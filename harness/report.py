@@ -215,6 +215,12 @@ def write_html(reports: Path, title: str, results: list[TestResult], *,
     plots = "".join(f'<figure><img src="plots/{esc(p.name)}" alt="{esc(p.stem)}">'
                     f"<figcaption>{esc(p.stem.replace('-', ' '))}</figcaption></figure>"
                     for p in sorted((reports / "plots").glob("*.png")))
+    trends = sorted((reports / "plots" / "trends").glob("*.png"))
+    if trends:
+        plots += (f"<details><summary>Each figure over the last runs ({len(trends)})"
+                  "</summary>" + "".join(f'<img src="plots/trends/{esc(p.name)}" '
+                                         f'alt="{esc(p.stem)}">' for p in trends)
+                  + "</details>")
     extra_pages = " ".join(f'<a href="{page}">{text}</a>' for page, text in (
         ("qualification.html", "qualification summary"),
         ("allure-report/index.html", "Allure report")) if (reports / page).exists())
