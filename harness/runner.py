@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -333,10 +334,13 @@ def _pytest_args(lab_path: Path, lab: Lab, hosts: list[str] | None, run_id: str,
 
 def _pytest(reports: Path, args: list[str], *, first: bool) -> int:
     """pytest on `args`. The run's first session starts its reports afresh (a rerun with
-    the same run id must not mix in an earlier run's results); a retest adds to them and
-    keeps the first session's junit.xml."""
+    the same run id must not mix in an earlier run's results: the com1 logs are appended
+    to, so a retest continues them); a retest adds to them and keeps the first session's
+    junit.xml."""
     reports.mkdir(parents=True, exist_ok=True)
     if first:
         (reports / "junit.xml").unlink(missing_ok=True)
+        for earlier in ("com1", "support"):
+            shutil.rmtree(reports / earlier, ignore_errors=True)
         args = [*args, "--clean-alluredir", "--junitxml", str(reports / "junit.xml")]
     return int(pytest.main(args))
