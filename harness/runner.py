@@ -240,6 +240,11 @@ def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
                 build_label=label, build_packages=packages, build_hash=build_hash,
                 started=datetime.now(UTC), runner=runner_identity(),
                 revision=harness_revision()))
+            try:
+                preflight(lab, hosts)
+            except InfrastructureError:  # recorded: a nightly that could not run shows
+                db.end_run(run_id, datetime.now(UTC), "broken")
+                raise
             args = _pytest_args(lab_path, lab, hosts, run_id, build, url)
             log.info("run %s: profile %s on %s; reports in %s; results in %s", run_id,
                      profile, ", ".join(spec.name for spec in lab.select(hosts)), reports,
@@ -303,17 +308,15 @@ def _test_paths(tests: Sequence[str]) -> list[str]:
 
 def _prepare(lab_path: Path, build: str | None,
              hosts: list[str] | None) -> tuple[Lab, XenBuild]:
-    """The lab file with its files checked (the virtual lab's exist once it is up), the
-    build, and every selected BMC answering."""
+    """The lab file with its files checked (the virtual lab's exist once it is up) and
+    the build."""
     lab = load_lab(lab_path)
     lab.select(hosts)
     source = build or lab.options.get("default_build")
     if not source:
         raise ConfigError("no build given: pass --build DIR (a directory of .deb or .rpm "
                           f"files) or set xenhil.default_build in {lab.path}")
-    xen_build = load_build(expand(str(source)))
-    preflight(lab, hosts)
-    return lab, xen_build
+    return lab, load_build(expand(str(source)))
 
 
 def _pytest_args(lab_path: Path, lab: Lab, hosts: list[str] | None, run_id: str,

@@ -18,6 +18,7 @@ import yaml
 
 from harness.lab import DEFAULT_LAB, Lab
 from harness.paths import PROJECT_ROOT, cache_dir
+from harness.results.db import ResultsDB, resolve_url
 from harness.vlab.control import bmc_password_file
 
 from .conftest import qemu_com1_log
@@ -319,12 +320,20 @@ def broken_lab_file(tmp_path: Path, resource: str, port: int) -> Path:
 
 def test_dead_bmc_is_lab_breakage_before_anything_runs(vlab: Lab, tmp_path: Path) -> None:
     lab_file = broken_lab_file(tmp_path, "IPMIPowerPort", 6299)
-    done = subprocess.run([*XENHIL, "--lab", str(lab_file), "run", "--hosts", "vlab1"],
+    done = subprocess.run([*XENHIL, "--lab", str(lab_file), "run", "--hosts", "vlab1",
+                           "--run-id", "dead-bmc", "--kind", "nightly"],
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2, done.stderr
     assert "lab not usable, nothing was run" in done.stderr
     assert "host vlab1: BMC 127.0.1.1:6299" in done.stderr
-    assert not (tmp_path / "reports").exists()
+    assert not (tmp_path / "reports" / "dead-bmc").exists()  # nothing ran
+    # The night's run is in the results database, as broken: its history shows it.
+    db = ResultsDB.open(resolve_url(None, None, tmp_path / "reports"))
+    try:
+        recorded = db.get_run("dead-bmc")
+    finally:
+        db.close()
+    assert recorded is not None and recorded.verdict == "broken" and not recorded.results
 
 
 def test_unreachable_console_is_lab_breakage(vlab: Lab, tmp_path: Path) -> None:

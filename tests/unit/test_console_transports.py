@@ -281,7 +281,11 @@ def sol_sessions() -> list[int]:
     """PIDs of this test process's `ipmitool ... sol activate` children."""
     found = []
     for task in os.listdir("/proc/self/task"):
-        for child in Path(f"/proc/self/task/{task}/children").read_text().split():
+        try:
+            listed = Path(f"/proc/self/task/{task}/children").read_text().split()
+        except FileNotFoundError:  # a thread that ended since the listing
+            continue
+        for child in listed:
             try:
                 argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
             except FileNotFoundError:

@@ -361,8 +361,14 @@ def no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def children() -> set[str]:
-    return {child for task in os.listdir("/proc/self/task")
-            for child in Path(f"/proc/self/task/{task}/children").read_text().split()}
+    """This process's child processes, from each of its threads' list."""
+    found: set[str] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            found |= set(Path(f"/proc/self/task/{task}/children").read_text().split())
+        except FileNotFoundError:  # a thread that ended since the listing
+            continue
+    return found
 
 
 @pytest.mark.parametrize(("mutation", "check_files", "fragment"),
