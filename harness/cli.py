@@ -328,7 +328,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         trend = analysis.earlier_runs(db, verdict.run) if verdict is not None else []
     finally:
         db.close()
-    html = write_pages(run_dir, f"xen-hil run {run_dir.name} (rebuilt)", analysis=verdict,
+    html = write_pages(run_dir, f"xen-hil run {run_dir.name} (rebuilt)", results,
+                       analysis=verdict,
                        history=None, trend_runs=trend)
     console.print(f"report  : {html} (rebuilt from allure-results"
                   + (f" and {escape(db.describe())})" if recorded else

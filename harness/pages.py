@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import plots
 from .allure_report import AllureReportError, generate
-from .report import TestResult, counts, read_results, write_html
+from .report import TestResult, counts, write_html
 from .results.analysis import Analysis
 from .results.compare import LabelKind
 from .results.figure_checks import first_attempts
@@ -38,13 +38,14 @@ TREND_LIMIT = 40
 PLOT_PREFIX = "xenhil-plot-"
 
 
-def write_pages(reports: Path, title: str, *, analysis: Analysis | None,
+def write_pages(reports: Path, title: str, results: list[TestResult], *,
+                analysis: Analysis | None,
                 history: Path | None, trend_runs: list[RunRecord] | None = None) -> Path:
-    """index.html and the rest; returns index.html's path. `history`: the lab's Allure
+    """index.html and the rest, of `results` (read_results of the run's allure-results);
+    returns index.html's path. `history`: the lab's Allure
     history file, this run appended to it (None: a regenerated report, which must not
     add the run to it a second time). `trend_runs`: earlier runs (with their results)
     for the figures' trends."""
-    results = read_results(reports / "allure-results")
     if analysis is not None:
         _write_plots(reports / "plots", analysis, trend_runs or [])
         write_qualification(reports, title, results, analysis)
@@ -95,9 +96,9 @@ def _write_trends(out: Path, analysis: Analysis, trend_runs: list[RunRecord]) ->
         check = checks.get((test_id, name))
         limit = None
         if check is not None:
-            tolerance = check.tolerance
-            allowed = max(abs(check.median) * tolerance.relative, tolerance.absolute)
-            limit = check.median + allowed if tolerance.higher_is_worse else check.median - allowed
+            allowed = check.tolerance.slack(check.median)
+            limit = (check.median + allowed if check.tolerance.higher_is_worse
+                     else check.median - allowed)
         title = f"{test_id.rpartition('::')[2]}: {name}"
         plots.trend(title, unit, series[(test_id, name, unit)],
                     out / f"{number:02d}-{_slug(title)}.png",

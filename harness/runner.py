@@ -13,6 +13,7 @@ runs once more at the end, on the same hosts: one that passes then is FLAKY.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -273,11 +274,14 @@ def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
                     control.write_owner(run_id, keep_up=True)  # not ours to stop
         comparison = verdict.comparison
         final = "interrupted" if signals else comparison.verdict
-        db.end_run(run_id, datetime.now(UTC), final)
-        verdict = analysis.analyse(db, run_id, baseline_id=recording.baseline, known=known)
+        ended = datetime.now(UTC)
+        db.end_run(run_id, ended, final)
+        # The run as the database now has it, for the page's header.
+        verdict = dataclasses.replace(
+            verdict, run=dataclasses.replace(verdict.run, ended=ended, verdict=final))
         results = read_results(reports / "allure-results")
         html = write_pages(reports, f"xen-hil run {run_id} ({profile}, lab {lab.name})",
-                           analysis=verdict, history=allure_history(lab),
+                           results, analysis=verdict, history=allure_history(lab),
                            trend_runs=analysis.earlier_runs(db, verdict.run))
         # pytest's junit.xml leaves out a test it was interrupted in: write it from
         # allure-results then, where that test is reported broken ("interrupted").

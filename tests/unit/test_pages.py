@@ -44,7 +44,8 @@ def test_pages_of_a_recorded_run(tmp_path: Path) -> None:
     comparison = compare(run, earlier[-1], known=[], ever_passed={BOOT},
                          figure_history=earlier, today=date(2026, 12, 1))
 
-    index = write_pages(reports, "run 3", analysis=Analysis(run, earlier[-1], comparison),
+    index = write_pages(reports, "run 3", read_results(allure_dir),
+                        analysis=Analysis(run, earlier[-1], comparison),
                         history=tmp_path / "history.jsonl", trend_runs=earlier)
 
     plots = reports / "plots"
@@ -78,7 +79,8 @@ def test_pages_regenerated_do_not_add_to_the_history(tmp_path: Path) -> None:
     write_result(reports / "allure-results", "test_xen_version[vlab1]", "passed")
     history = tmp_path / "history.jsonl"
     history.write_text("")
-    write_pages(reports, "run 1", analysis=None, history=None)
+    write_pages(reports, "run 1", read_results(reports / "allure-results"), analysis=None,
+                history=None)
     assert history.read_text() == ""
     assert "Not in the results database" in (reports / "index.html").read_text()
     assert not (reports / "qualification.html").exists()
