@@ -7,9 +7,12 @@ Debian's `xen-hypervisor-<series>-<arch>`, SUSE's `xen` (which holds /boot/xen-*
 
 from __future__ import annotations
 
+import functools
+import io
 import re
 import shutil
 import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +64,14 @@ class XenBuild:
         """Short name for reports: hypervisor package and its full version."""
         return f"{self.hypervisor.name} {self.hypervisor.version}"
 
+    def hypervisor_config(self) -> dict[str, str] | None:
+        """The Kconfig the hypervisor was built with (Debian ships it as
+        /boot/xen-*.config), as {"CONFIG_SHADOW_PAGING": "y", ...} with options that are
+        "not set" as "n"; None where the package has none or is not a .deb."""
+        if self.format != "deb":
+            return None
+        return _deb_hypervisor_config(self.hypervisor.path)
+
 
 def _is_hypervisor(package: Package) -> bool:
     if package.format == "deb":
@@ -79,6 +90,41 @@ def _read_deb(path: Path) -> Package:
         raise BuildError(f"{path}: not a readable .deb: {done.stderr.strip()}")
     return Package(path, fields["Package"], fields["Version"],
                    fields.get("Architecture", ""), "deb")
+
+
+# Reading the package's file tree: a hypervisor package is a few MiB.
+_DEB_READ_TIMEOUT = 60
+_KCONFIG_LINE = re.compile(r"^(CONFIG_\w+)=(.*)$|^# (CONFIG_\w+) is not set$")
+
+
+@functools.cache
+def _deb_hypervisor_config(path: Path) -> dict[str, str] | None:
+    done = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(path)], capture_output=True,
+                          check=False, timeout=_DEB_READ_TIMEOUT)
+    if done.returncode != 0:
+        raise BuildError(f"{path}: not a readable .deb: "
+                         f"{done.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tree:
+        for member in tree:
+            name = member.name.removeprefix("./")
+            if member.isfile() and re.fullmatch(r"boot/xen[^/]*\.config", name):
+                stream = tree.extractfile(member)
+                assert stream is not None  # a regular file
+                return parse_kconfig(stream.read().decode(errors="replace"))
+    return None
+
+
+def parse_kconfig(text: str) -> dict[str, str]:
+    options = {}
+    for line in text.splitlines():
+        match = _KCONFIG_LINE.match(line.strip())
+        if match is None:
+            continue
+        if match.group(1):
+            options[match.group(1)] = match.group(2).strip('"')
+        else:
+            options[match.group(3)] = "n"
+    return options
 
 
 def _read_rpm(path: Path) -> Package:

@@ -61,6 +61,7 @@ LAB_OPTIONS = {
     # where the lab's runs are recorded: an SQLAlchemy URL (a lab shared by runners)
     "results_db": str,
     "coordinator": str,
+    "local_migrations": int,
 }
 # `xenhil.vlab`: how `xenhil vlab up` builds each machine of a virtual lab.
 VLAB_OPTIONS = {"memory_mb": int, "vcpus": int, "hosts": Mapping}
@@ -159,6 +160,9 @@ class Lab:
     single_host_scenarios_on: tuple[str, ...] = ()
     # HOST:PORT of the labgrid coordinator the lab is shared through; None: local locks.
     coordinator: str | None = None
+    # How often the local migration scenario moves a guest to its own host (osstest's
+    # guest-localmigrate x10).
+    local_migrations: int = 10
 
     def host(self, name: str) -> HostSpec:
         try:
@@ -394,6 +398,9 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         timeout_overrides={key: float(value) for key, value in timeouts.items()},
         options=dict(options),
         single_host_scenarios_on=tuple(single),
+        local_migrations=int(check.positive(
+            check.get(options, "local_migrations", int, "xenhil", 10),
+            "xenhil.local_migrations")),
         coordinator=(check.coordinator(options["coordinator"], "xenhil.coordinator")
                      if options.get("coordinator") is not None else None),
     )

@@ -18,6 +18,7 @@ import re
 import shlex
 from collections.abc import Iterator, Sequence
 
+from .build import XenBuild
 from .errors import ConfigError, InfrastructureError
 from .host import Host
 from .host_keys import known_hosts_name, trusted_keys
@@ -203,22 +204,37 @@ def _known_hosts(host: Host, hosts: Sequence[Host]) -> list[tuple[str, str]]:
     return entries
 
 
-def can_log_dirty_pv(virt_caps: str) -> bool:
-    """`xl info`'s virt_caps lists shadow paging (PV log-dirty needs it)."""
-    return "shadow" in virt_caps.split()
+# Live migration tracks the pages a guest dirties (log-dirty). PV guests need shadow
+# paging for it; PVH guests use HAP's own log-dirty mode, or shadow paging on a machine
+# without HAP.
+LOG_DIRTY_PAGING = {"pv": ("shadow",), "pvh": ("hap", "shadow")}
+MIGRATION_GUEST_TYPES = tuple(LOG_DIRTY_PAGING)
 
 
-def live_migration_unsupported(host: Host) -> str | None:
-    """Why this Xen cannot live-migrate PV guests, or None. Live migration tracks the
-    pages a guest dirties (log-dirty); for PV guests that is shadow paging, which a
-    build without CONFIG_SHADOW_PAGING lacks (Debian's 4.17.7+13-0+deb12u1: `xl
-    migrate` fails with "Failed to enable logdirty")."""
+def can_log_dirty(guest_type: str, virt_caps: str) -> bool:
+    """`xl info`'s virt_caps lists a paging mode that tracks `guest_type`'s dirty pages."""
+    return not set(LOG_DIRTY_PAGING[guest_type]).isdisjoint(virt_caps.split())
+
+
+def unmigratable_guest_types(build: XenBuild) -> dict[str, str]:
+    """The guest types the build's hypervisor cannot live-migrate, read from its Kconfig
+    before any host boots, and why: {"pv": "..."}. A build whose Kconfig is not readable
+    is left to the check on the booted host (live_migration_unsupported)."""
+    config = build.hypervisor_config()
+    if config is None or config.get("CONFIG_SHADOW_PAGING", "n") == "y":
+        return {}
+    return {"pv": f"{build.label} is built without CONFIG_SHADOW_PAGING, which live "
+                  "migration of PV guests needs for log-dirty tracking"}
+
+
+def live_migration_unsupported(host: Host, guest_type: str) -> str | None:
+    """Why this host's Xen cannot live-migrate a `guest_type` guest, or None."""
     caps = parse_xl_info(host.run("xl info").stdout).get("virt_caps", "")
-    if can_log_dirty_pv(caps):
+    if can_log_dirty(guest_type, caps):
         return None
-    return (f"{host.name}: this Xen has no shadow paging (xl info virt_caps: {caps!r}; "
-            "built without CONFIG_SHADOW_PAGING), which live migration of PV guests needs "
-            "for log-dirty tracking")
+    paging = " or ".join(f"{mode} paging" for mode in LOG_DIRTY_PAGING[guest_type])
+    return (f"{guest_type.upper()} guests: {host.name}'s Xen has no {paging} (xl info "
+            f"virt_caps: {caps!r}), which their live migration needs for log-dirty tracking")
 
 
 def usage_options(usage: str) -> set[str]:

@@ -188,7 +188,12 @@ def xenhil(request: pytest.FixtureRequest, lab: Lab) -> Iterator[XenhilRun]:
 
 @pytest.fixture(scope="session")
 def build(request: pytest.FixtureRequest, lab: Lab) -> XenBuild:
-    source = request.config.getoption("--build") or lab.options.get("default_build")
+    return build_under_test(request.config, lab)
+
+
+def build_under_test(config: pytest.Config, lab: Lab) -> XenBuild:
+    """--build, else the lab file's xenhil.default_build."""
+    source = config.getoption("--build") or lab.options.get("default_build")
     if not source:
         raise ConfigError("no build given: pass --build DIR (a directory of .deb or .rpm "
                           f"files) or set xenhil.default_build in {lab.path}")

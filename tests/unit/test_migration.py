@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.migration_checks import GuestState, restart_signs
-from harness.migration_hosts import can_log_dirty_pv, usage_options
+from harness.migration_hosts import can_log_dirty, usage_options
 from harness.migration_output import parse_migrate_output, parse_ping_probe
 from harness.nbd import free_nbd_indexes
 from harness.xl import parse_xl_info
@@ -57,9 +57,14 @@ def test_failed_migration_without_shadow_paging() -> None:
                                   "(22 = Invalid argument): Internal error")
 
 
-def test_debian_4_17_7_cannot_log_dirty_pv_guests() -> None:
+def test_debian_4_17_7_tracks_dirty_pages_of_pvh_guests_only() -> None:
+    """virt_caps of 4.17.7 on a virtual host with NPT (HAP), and on one without: no
+    shadow paging, so PVH guests migrate only with HAP."""
+    with_hap = "pv hvm hap gnttab-v1 gnttab-v2"
+    assert not can_log_dirty("pv", with_hap)
+    assert can_log_dirty("pvh", with_hap)
     info = parse_xl_info((DATA.parent / "xl" / "xl-info-4.17.7-vlab.txt").read_text())
-    assert not can_log_dirty_pv(info["virt_caps"])
+    assert not can_log_dirty("pvh", info["virt_caps"])
 
 
 def test_guest_state_parsed_from_the_guest() -> None:
@@ -83,7 +88,7 @@ def test_a_guest_that_ran_on_shows_none() -> None:
 
 def test_debian_4_17_5_can_log_dirty_pv_guests() -> None:
     info = parse_xl_info((DATA.parent / "xl" / "xl-info-4.17.5-vlab.txt").read_text())
-    assert can_log_dirty_pv(info["virt_caps"])
+    assert can_log_dirty("pv", info["virt_caps"])
 
 
 def test_probe_during_a_live_migration_sees_the_pause() -> None:

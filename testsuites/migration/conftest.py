@@ -1,4 +1,5 @@
-"""Migration scenarios: the shared disk fixture, and the Xen logs of both hosts on failure."""
+"""Migration scenarios: the guest types to migrate, the shared disk fixture, and the Xen
+logs of both hosts on failure."""
 
 from __future__ import annotations
 
@@ -9,20 +10,49 @@ import allure
 import pytest
 
 from harness.host import Host
-from harness.migration_hosts import live_migration_unsupported
+from harness.lab import load_lab
+from harness.migration_hosts import (
+    MIGRATION_GUEST_TYPES,
+    live_migration_unsupported,
+    unmigratable_guest_types,
+)
 from harness.nbd import SharedDisk
+from harness.plugin import build_under_test
 from harness.xenlogs import xen_logs
 
 SHARED_DISK_MB = 64
+UNMIGRATABLE = pytest.StashKey[dict[str, str]]()
+
+
+@pytest.hookimpl(trylast=True)  # after the plugin's hosts: ids read [vlab1-vlab2-pvh]
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that live-migrates (`guest_type`) runs once per guest type the build can
+    live-migrate, as its hypervisor's Kconfig says: a build without shadow paging gets
+    no PV variants, and the run's header says why."""
+    if "guest_type" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    if UNMIGRATABLE not in config.stash:
+        lab = load_lab(config.getoption("--lab"), check_files=False)
+        config.stash[UNMIGRATABLE] = unmigratable_guest_types(build_under_test(config, lab))
+    unmigratable = config.stash[UNMIGRATABLE]
+    metafunc.parametrize("guest_type",
+                         [kind for kind in MIGRATION_GUEST_TYPES if kind not in unmigratable])
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    return [f"live migration of {kind.upper()} guests not run: {why}"
+            for kind, why in config.stash.get(UNMIGRATABLE, {}).items()]
 
 
 @pytest.fixture
-def live_pair(request: pytest.FixtureRequest,
-              xen_host_pair: tuple[Host, Host]) -> tuple[Host, Host]:
-    """host_pair, for tests that live-migrate: skipped where the build cannot, before
-    the hosts are paired (pairing costs half a minute under TCG)."""
+def live_pair(request: pytest.FixtureRequest, xen_host_pair: tuple[Host, Host],
+              guest_type: str) -> tuple[Host, Host]:
+    """host_pair, for tests that live-migrate a `guest_type` guest: skipped where the
+    booted Xen cannot, before the hosts are paired (pairing costs half a minute under
+    TCG)."""
     for host in xen_host_pair:
-        reason = live_migration_unsupported(host)
+        reason = live_migration_unsupported(host, guest_type)
         if reason is not None:
             pytest.skip(reason)
     pair: tuple[Host, Host] = request.getfixturevalue("host_pair")

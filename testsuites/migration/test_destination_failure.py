@@ -22,10 +22,10 @@ from harness.migration_output import parse_migrate_output
 pytestmark = pytest.mark.area("migration")
 
 
-def test_destination_powered_off_mid_migration(live_pair: tuple[Host, Host],
+def test_destination_powered_off_mid_migration(live_pair: tuple[Host, Host], guest_type: str,
                                                guests: GuestFactory) -> None:
     source, destination = live_pair
-    guest = guests(on=source)
+    guest = guests(on=source, type=guest_type)
     before = GuestState.read(guest)
     migration = BackgroundMigration(guest, to=destination)
     migration.start()

@@ -35,11 +35,11 @@ def require_knobs(host: Host, *knobs: str) -> None:
                     f"{', '.join('--' + k for k in missing)} (SUSE libxc-sr patches absent)")
 
 
-def test_max_iters_limits_iterations(live_pair: tuple[Host, Host],
+def test_max_iters_limits_iterations(live_pair: tuple[Host, Host], guest_type: str,
                                      guests: GuestFactory) -> None:
     source, destination = live_pair
     require_knobs(source, "max_iters")
-    guest = guests(on=source)
+    guest = guests(on=source, type=guest_type)
     guest.run(BUSY_GUEST)  # pages stay dirty: without the limit it would iterate on
     move = migrate(guest, to=destination, options=["--max_iters", "2"])
     assert move.output is not None and move.output.iterations is not None, \
@@ -47,11 +47,11 @@ def test_max_iters_limits_iterations(live_pair: tuple[Host, Host],
     assert move.output.iterations <= 2 + 1, f"{move.output.iterations} iterations (max 2 + final)"
 
 
-def test_min_remaining_ends_live_phase(live_pair: tuple[Host, Host],
+def test_min_remaining_ends_live_phase(live_pair: tuple[Host, Host], guest_type: str,
                                        guests: GuestFactory) -> None:
     source, destination = live_pair
     require_knobs(source, "min_remaining")
-    guest = guests(on=source)
+    guest = guests(on=source, type=guest_type)
     move = migrate(guest, to=destination, options=["--min_remaining", "1000000"])
     assert move.output is not None and move.output.iterations is not None, \
         "xl -vvv migrate reported no iteration count"
@@ -59,11 +59,11 @@ def test_min_remaining_ends_live_phase(live_pair: tuple[Host, Host],
         f"{move.output.iterations} iterations: min_remaining did not end the live phase"
 
 
-def test_abort_if_busy_keeps_guest_on_source(live_pair: tuple[Host, Host],
+def test_abort_if_busy_keeps_guest_on_source(live_pair: tuple[Host, Host], guest_type: str,
                                              guests: GuestFactory) -> None:
     source, destination = live_pair
     require_knobs(source, "abort_if_busy", "max_iters", "min_remaining")
-    guest = guests(on=source)
+    guest = guests(on=source, type=guest_type)
     guest.run(BUSY_GUEST)
     before = GuestState.read(guest)
     with pytest.raises(MigrationFailed):

@@ -1,6 +1,7 @@
 """Local migration: `xl migrate` of a guest to its own host, repeated (osstest's
-guest-localmigrate x10). After each one the guest runs once on the host, answers, and
-kept running; the figures of every migration are recorded."""
+guest-localmigrate x10; the lab file's xenhil.local_migrations). After each one the
+guest runs once on the host, answers, and kept running; the figures of every migration
+are recorded."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from harness.migration import migrate
 
 pytestmark = pytest.mark.area("migration")
 
-LOCAL_MIGRATIONS = 10
 
-
-def test_local_migration_repeated(live_pair: tuple[Host, Host], guests: GuestFactory) -> None:
+def test_local_migration_repeated(live_pair: tuple[Host, Host], guest_type: str,
+                                  guests: GuestFactory) -> None:
     host, _ = live_pair
-    guest = guests(on=host)
-    for n in range(1, LOCAL_MIGRATIONS + 1):
-        with allure.step(f"local migration {n} of {LOCAL_MIGRATIONS}"):
+    guest = guests(on=host, type=guest_type)
+    repeats = host.lab.local_migrations
+    for n in range(1, repeats + 1):
+        with allure.step(f"local migration {n} of {repeats}"):
             migrate(guest, to=host)
