@@ -64,6 +64,18 @@ PROFILES = {
                              "support bundles (supportconfig / sos) with guests running"),
     "migration": Profile(("testsuites/migration",),
                          "save/restore, local and live migration (two hosts)"),
+    "areas": Profile(("testsuites/boot/test_boot.py::test_expected_xen_version_booted",
+                      "testsuites/guests/test_lifecycle.py::test_pv_guest_shutdown_then_destroy",
+                      "testsuites/networking/test_bridged.py::"
+                      "test_bridged_guests_on_two_hosts_talk",
+                      "testsuites/migration/test_live_migration.py::"
+                      "test_live_migration_round_trip",
+                      "testsuites/storage",
+                      "testsuites/supportconfig/test_support_bundle.py::"
+                      "test_support_bundle_with_guests_running"),
+                     "one scenario of every area on both hosts: Xen boots, a guest's "
+                     "lifecycle, guests across hosts, live migration, NPIV (FC hosts), a "
+                     "support bundle (make test's end-to-end run)"),
     "smoke": Profile(("testsuites/boot/test_boot.py::test_expected_xen_version_booted",
                       "testsuites/networking/test_bridged.py::test_bridged_guest_talks_to_dom0"),
                      "a quick look at a build: the expected Xen boots, a bridged guest "
