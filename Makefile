@@ -56,8 +56,10 @@ vlab-build: setup
 run: setup
 	$(BIN)/xenhil run
 
-# Long demonstrations with their figures, not part of `make test`.
+# Long demonstrations with their figures, not part of `make test`: a whole run and where
+# its time went, then a bisection.
 bench: setup vlab-build
+	$(BIN)/python bench/run_figures.py
 	$(BIN)/python bench/bisect_series.py --confirm 1
 
 lint: venv

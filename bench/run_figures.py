@@ -1,0 +1,120 @@
+"""Benchmark: a whole `xenhil run` on the virtual lab, and where its time went.
+
+Runs the default profile (what `make run` does) unless --run-id names a finished run,
+then prints, from the results database and the run's reports:
+  - wall time, the time in tests and around them, and per area: tests, passed,
+    skipped, time in tests;
+  - migration time and downtime per guest type (every move of every migration test);
+  - com1 bytes captured vs QEMU's own chardev log, per host (goal: exactly 1.000,
+    byte-identical).
+Exits non-zero if the run did not pass or a com1 log differs from QEMU's.
+
+    .venv/bin/python bench/run_figures.py [--run-id ID]   (make bench runs it first)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from harness.lab import DEFAULT_LAB, load_lab
+from harness.results.db import ResultsDB, resolve_url
+from harness.results.records import ResultRecord, RunRecord
+from harness.vlab import control
+
+# A migration test's id ends with its guest type: test_...[vlab1-vlab2-pvh].
+GUEST_TYPE = re.compile(r"-(pv|pvh|hvm)\]$")
+MOVE_FIGURE = re.compile(r"^migrate .*: (time|downtime)(?: \(\d+\))?$")
+
+
+def per_area(run: RunRecord) -> None:
+    areas: dict[str, list[ResultRecord]] = defaultdict(list)
+    for result in run.results:
+        areas[result.area or "(none)"].append(result)
+    wall = (run.ended - run.started).total_seconds() if run.ended and run.started else 0.0
+    in_tests = sum(result.duration_s for result in run.results)
+    print(f"run {run.id}: {run.verdict}, wall time {wall / 60:.1f} min: {in_tests / 60:.1f} "
+          f"min in tests, {(wall - in_tests) / 60:.1f} min around them (lab start, installs "
+          "and boots, host pairing, leak checks, reports)")
+    print(f"  {'area':<14} {'tests':>5} {'passed':>6} {'skipped':>7} {'time':>8}")
+    for area, results in sorted(areas.items(), key=lambda item: -sum(
+            result.duration_s for result in item[1])):
+        seconds = sum(result.duration_s for result in results)
+        passed = sum(result.status == "passed" for result in results)
+        skipped = sum(result.status == "skipped" for result in results)
+        print(f"  {area:<14} {len(results):>5} {passed:>6} {skipped:>7} {seconds:>7.0f}s")
+
+
+def migrations(run: RunRecord) -> None:
+    moves: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for result in run.results:
+        typed = GUEST_TYPE.search(result.test_id)
+        for figure in result.figures:
+            measured = MOVE_FIGURE.match(figure.name)
+            if typed and measured:
+                moves[(typed.group(1), measured.group(1))].append(figure.value)
+    if not moves:
+        print("migrations: none in this run")
+        return
+    print("migrations per guest type (every move of every live-migration test):")
+    for (kind, what), values in sorted(moves.items()):
+        print(f"  {kind.upper():<4} {what:<9} {len(values):>3} moves: mean "
+              f"{statistics.mean(values):6.2f} s, min {min(values):6.2f} s, "
+              f"max {max(values):6.2f} s")
+
+
+def com1_ratio(run_id: str) -> bool:
+    lab = load_lab(DEFAULT_LAB, check_files=False)
+    identical = True
+    print("com1 captured vs QEMU's chardev log:")
+    for host in control.virtual_hosts(lab):
+        ours_path = lab.reports_dir / run_id / "com1" / f"{host.name}.raw"
+        qemu_path = host.run_dir / "com1-qemu.log"
+        if not ours_path.is_file() or not qemu_path.is_file():
+            print(f"  {host.name}: not in this run")
+            continue
+        ours, qemu = ours_path.read_bytes(), qemu_path.read_bytes()
+        same = ours == qemu
+        identical &= same
+        print(f"  {host.name}: {len(ours)} / {len(qemu)} bytes = "
+              f"{len(ours) / max(len(qemu), 1):.3f}, {'byte-identical' if same else 'DIFFERENT'}")
+    return identical
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-id", help="a finished run of the virtual lab to read "
+                        "(default: run the default profile now)")
+    args = parser.parse_args()
+    run_id = args.run_id
+    if run_id is None:
+        run_id = "bench-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "harness.cli", "run", "--run-id", run_id],
+                       check=False, timeout=3 * 3600)
+        print(f"\nxenhil run took {(time.monotonic() - started) / 60:.1f} min")
+    lab = load_lab(DEFAULT_LAB, check_files=False)
+    database = ResultsDB.open(resolve_url(None, lab.options.get("results_db"),
+                                          lab.reports_dir))
+    try:
+        run = database.get_run(run_id)
+    finally:
+        database.close()
+    if run is None:
+        print(f"no run {run_id} in the results database")
+        return 1
+    per_area(run)
+    migrations(run)
+    identical = com1_ratio(run_id)
+    return 0 if run.verdict == "passed" and identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
