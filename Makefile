@@ -69,9 +69,16 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
+# Each part prints its time (CI's log shows where the minutes went).
+timed = @start=$$(date +%s); $(2); status=$$?; \
+	echo "make test: $(1) took $$(( $$(date +%s) - start )) s"; exit $$status
+
 test: APT_PACKAGES += $(TEST_APT_PACKAGES)
-test: setup lint vlab-build
-	$(BIN)/pytest --durations=20 tests
+test: setup
+	$(call timed,lint and types,$(MAKE) --no-print-directory lint)
+	$(call timed,virtual lab images and builds,$(BIN)/xenhil vlab build)
+	$(call timed,unit and integration tests,$(BIN)/pytest --durations=5 tests/unit tests/integration)
+	$(call timed,end-to-end tests on the virtual lab,$(BIN)/pytest --durations=20 tests/e2e)
 
 clean-vlab: venv
 	$(BIN)/xenhil vlab down
