@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ from . import (
     drivers,  # noqa: F401  (registers our labgrid resources and drivers)
     evidence,
 )
+from .boots import boot_deadline, boot_together
 from .build import XenBuild, load_build
 from .com1 import Com1Mark
 from .errors import ConfigError
@@ -224,14 +225,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 class BootedHosts:
-    """Installs and boots the build on a host the first time a test asks for it."""
+    """Installs and boots the build on a host the first time a test asks for it, and
+    beside it every other host the session's tests will ask for (`wanted`): side by
+    side, the hosts' boots take little longer than one."""
 
     def __init__(self, run: XenhilRun, build: XenBuild, reuse: bool = False,
-                 on_booted: Callable[[Host], object] = lambda host: None) -> None:
+                 on_booted: Callable[[Host], object] = lambda host: None,
+                 wanted: Sequence[str] = ()) -> None:
         self.run = run
         self.build = build
         self.reuse = reuse
         self.on_booted = on_booted
+        self.wanted = wanted
 
     def get(self, name: str) -> Host:
         host = self.run.hosts[name]
@@ -239,25 +244,69 @@ class BootedHosts:
         if host.booted is None and self.reuse and host.adopt_running_build(self.build):
             self.on_booted(host)
             return host
-        if host.booted is None or host.booted.build != self.build:
-            with allure.step(f"install {self.build.label} on {name} and boot it"):
-                host.boot_build(self.build)
-            timeline = host.strategy.timeline
-            for stage, seconds in timeline.stages if timeline is not None else ():
-                evidence.figure(f"{name} boot: {stage}", seconds, "s")
-            self.on_booted(host)
+        if self._needs_boot(host):
+            self._boot(host)
         elif host.needs_recovery:
             with allure.step(f"recover {name}: power cycle into Xen"):
                 host.power_cycle_to_shell(expect_xen=True)
         return host
 
+    def _needs_boot(self, host: Host) -> bool:
+        return host.booted is None or host.booted.build != self.build
+
+    def _boot(self, host: Host) -> None:
+        """Boot `host` and the wanted hosts not booted yet. A host reused as it runs
+        (--reuse-booted) is adopted by its own first test instead."""
+        others = [] if self.reuse else [
+            other for other in (self.run.hosts[name] for name in self.wanted
+                                if name != host.name and name in self.run.hosts)
+            if self._needs_boot(other) and other.health.broken is None]
+        hosts = [host, *others]
+        with allure.step(f"install {self.build.label} on {', '.join(h.name for h in hosts)} "
+                         "and boot"):
+            errors = boot_together(hosts, self.build,
+                                   max(boot_deadline(h.timeouts) for h in hosts))
+        for booted in hosts:
+            if booted.name in errors:
+                continue
+            timeline = booted.strategy.timeline
+            for stage, seconds in timeline.stages if timeline is not None else ():
+                evidence.figure(f"{booted.name} boot: {stage}", seconds, "s")
+            self.on_booted(booted)
+        for other in others:
+            if other.name in errors:  # its own first test tries again, with its evidence
+                log.warning("%s: booting it beside %s failed: %s", other.name, host.name,
+                            str(errors[other.name]).splitlines()[0])
+        if host.name in errors:
+            raise errors[host.name]
+
+
+WANTED_HOSTS = pytest.StashKey[tuple[str, ...]]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The hosts the selected tests will run on (through xen_host, xen_host_pair), in
+    the order they come: BootedHosts boots them together."""
+    wanted: list[str] = []
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None:
+            continue
+        for fixture in ("xen_host", "xen_host_pair"):
+            value = callspec.params.get(fixture)
+            names = value if isinstance(value, tuple) else (value,)
+            wanted += [name for name in names if name and name not in wanted]
+    session.config.stash[WANTED_HOSTS] = tuple(wanted)
+
 
 @pytest.fixture(scope="session")
 def booted_hosts(request: pytest.FixtureRequest, xenhil: XenhilRun,
                  build: XenBuild) -> BootedHosts:
+    wanted: tuple[str, ...] = request.config.stash.get(WANTED_HOSTS, ())
     return BootedHosts(xenhil, build, reuse=request.config.getoption("--reuse-booted"),
                        on_booted=lambda host: request.config.hook.pytest_xenhil_host_booted(
-                           host=host))
+                           host=host),
+                       wanted=wanted)
 
 
 @pytest.fixture
