@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from types import FrameType
 
 from ..errors import ConfigError, HarnessError
@@ -64,20 +65,29 @@ def lock(locks: Iterable[HostLock], wait_minutes: float) -> Iterator[list[HostLo
     ordered = sorted(locks, key=lambda host_lock: host_lock.place)
     deadline = time.monotonic() + wait_minutes * 60
     taken: list[HostLock] = []
+    locked: list[HostLock] = []
     try:
         for host_lock in ordered:
             taken.append(host_lock)  # first: an acquire cut short is undone as well
             host_lock.acquire(deadline, WaitReporter(host_lock, wait_minutes))
-            log.info("%s locked for this run", host_lock.description)
+            locked.append(host_lock)
+            log.info("%s locked for this run at %s", host_lock.description, utc_now())
         yield ordered
     finally:
         for host_lock in reversed(taken):
             try:
                 host_lock.release()
+                if host_lock in locked:
+                    log.info("%s given back at %s", host_lock.description, utc_now())
             except HarnessError as error:
                 # the other locks are still given back; this one needs a hand
                 log.error("%s: not released (%s); free it with `xenhil lab release %s`",
                           host_lock.description, error, host_lock.host)
+
+
+def utc_now() -> str:
+    # to the microsecond: who held a shared host when is compared with its BMC's log
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @contextlib.contextmanager

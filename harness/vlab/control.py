@@ -238,8 +238,7 @@ def _start_host(host: VirtualHost, password: str, image: Path) -> None:
     if busy:
         raise VlabError(f"{host.name}: cannot start, already in use by another process: "
                         f"{', '.join(busy)}")
-    if host.run_dir.exists():
-        shutil.rmtree(host.run_dir)
+    _clear_run_dir(host)
     (host.run_dir / "state").mkdir(parents=True)
     host.run_dir.chmod(0o700)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
@@ -252,7 +251,7 @@ def _start_host(host: VirtualHost, password: str, image: Path) -> None:
     config.chmod(0o600)
     commands = host.run_dir / "bmc.emu"
     commands.write_text(BMC_COMMANDS)
-    with open(host.run_dir / "ipmi_sim.log", "ab") as bmc_log:
+    with open(host.bmc_log, "ab") as bmc_log:
         bmc = subprocess.Popen(
             ["ipmi_sim", "-n", "-c", str(config), "-f", str(commands),
              "-s", str(host.run_dir / "state")],
@@ -265,7 +264,7 @@ def _start_host(host: VirtualHost, password: str, image: Path) -> None:
     while True:
         if bmc.poll() is not None:
             raise VlabError(f"{host.name}: ipmi_sim exited with {bmc.returncode}; see "
-                            f"{host.run_dir / 'ipmi_sim.log'}")
+                            f"{host.bmc_log}")
         try:
             ipmi.power_status()
             break
@@ -277,6 +276,20 @@ def _start_host(host: VirtualHost, password: str, image: Path) -> None:
             time.sleep(0.3)
     log.info("%s: BMC up on %s:%d (PID %d), host powered off", host.name,
              host.spec.bmc.address, host.spec.bmc.port, bmc.pid)
+
+
+def _clear_run_dir(host: VirtualHost) -> None:
+    """Everything an earlier start left (disk overlay, BMC state, logs) but the BMC's
+    log, which goes on."""
+    if not host.run_dir.exists():
+        return
+    for path in host.run_dir.iterdir():
+        if path == host.bmc_log:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def down(lab: Lab) -> None:

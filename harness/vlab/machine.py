@@ -54,6 +54,12 @@ class VirtualHost:
         return self.run_dir / "ipmi_sim.pid"
 
     @property
+    def bmc_log(self) -> Path:
+        """ipmi_sim's output, and a timestamped line per power on and off of the machine;
+        kept across restarts of the lab, so the runs that shared it can be told apart."""
+        return self.run_dir / "ipmi_sim.log"
+
+    @property
     def qemu_com1_log(self) -> Path:
         """QEMU's own copy of every com1 byte: the ground truth for our recorder."""
         return self.run_dir / "com1-qemu.log"
@@ -140,12 +146,20 @@ class VirtualHost:
 
     def power_on_script(self) -> str:
         """What the BMC runs on power-on. It records its PID (exec keeps it) so that
-        `xenhil vlab down` can stop QEMU by PID even if the BMC is gone."""
+        `xenhil vlab down` can stop QEMU by PID even if the BMC is gone, and writes
+        `<UTC time> power on|off: machine PID <pid> ...` lines to the BMC's log: ipmi_sim
+        logs no power action itself."""
         qemu_log = shlex.quote(str(self.run_dir / "qemu.log"))
+        bmc_log = shlex.quote(str(self.bmc_log))
+        now = "$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)"
         return (
             "#!/bin/sh\n"
             "# Run by ipmi_sim on 'chassis power on'; the process is the powered machine.\n"
             f"echo $$ > {shlex.quote(str(self.qemu_pid_file))}\n"
+            f'echo "{now} power on: machine PID $$ started" >>{bmc_log}\n'
+            "# Powered off however (BMC, vlab down, the machine itself): the PID is gone.\n"
+            f'(tail -s 0.2 --pid=$$ -f /dev/null; echo "{now} power off: machine PID $$ '
+            f'ended" >>{bmc_log}) </dev/null >/dev/null 2>&1 &\n'
             f"exec {shlex.join(self.qemu_argv())} >>{qemu_log} 2>&1\n"
         )
 

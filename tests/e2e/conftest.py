@@ -62,3 +62,27 @@ def vlab_stopped(vlab_image: Image) -> Lab:
 def qemu_com1_log(lab: Lab, host: str) -> Path:
     run_dir = next(h.run_dir for h in control.virtual_hosts(lab) if h.name == host)
     return run_dir / "com1-qemu.log"
+
+
+def lab_processes(lab: Lab) -> list[str]:
+    """The virtual lab's BMCs and machines that run, by host and PID."""
+    left = []
+    for host in control.virtual_hosts(lab):
+        status = control.host_status(host)
+        if status.bmc_pid:
+            left.append(f"{host.name} BMC {status.bmc_pid}")
+        if status.qemu_pid:
+            left.append(f"{host.name} QEMU {status.qemu_pid}")
+    return left
+
+
+@pytest.fixture
+def vlab_cleaned(vlab_stopped: Lab) -> Iterator[Lab]:
+    """The stopped virtual lab, stopped again after the test whatever it left (a killed
+    run's BMCs and machines, its owner file)."""
+    try:
+        yield vlab_stopped
+    finally:
+        if lab_processes(vlab_stopped):
+            control.down(vlab_stopped)
+        control.clear_owner()

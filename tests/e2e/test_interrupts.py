@@ -8,15 +8,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from harness.lab import Lab
 from harness.paths import PROJECT_ROOT
 from harness.vlab import control
 
+from .conftest import lab_processes
 from .test_run import XENHIL, allure_results
 
 REPORTS = PROJECT_ROOT / "reports"
@@ -37,29 +35,8 @@ def wait_for_output(log: Path, text: str, process: subprocess.Popen[bytes],
         time.sleep(0.5)
 
 
-def lab_processes(lab: Lab) -> list[str]:
-    left = []
-    for host in control.virtual_hosts(lab):
-        status = control.host_status(host)
-        if status.bmc_pid:
-            left.append(f"{host.name} BMC {status.bmc_pid}")
-        if status.qemu_pid:
-            left.append(f"{host.name} QEMU {status.qemu_pid}")
-    return left
-
-
-@pytest.fixture
-def lab(vlab_stopped: Lab) -> Iterator[Lab]:
-    """The stopped virtual lab, stopped again after the test whatever it left."""
-    try:
-        yield vlab_stopped
-    finally:
-        if lab_processes(vlab_stopped):
-            control.down(vlab_stopped)
-        control.clear_owner()
-
-
-def test_sigterm_mid_test_writes_reports_and_leaves_nothing(lab: Lab, tmp_path: Path) -> None:
+def test_sigterm_mid_test_writes_reports_and_leaves_nothing(vlab_cleaned: Lab,
+                                                           tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     run = start_run("e2e-sigterm", log, "--profile", "boot", "--hosts", "vlab1")
     try:
@@ -80,18 +57,18 @@ def test_sigterm_mid_test_writes_reports_and_leaves_nothing(lab: Lab, tmp_path: 
     assert "interrupted" in interrupted[0]["statusDetails"]["message"]
     junit = (reports / "junit.xml").read_text()
     assert 'errors="1"' in junit and "interrupted" in junit, junit
-    assert lab_processes(lab) == []
+    assert lab_processes(vlab_cleaned) == []
     assert control.read_owner() is None
 
 
-def test_run_after_a_sigkill_cleans_up_and_passes(lab: Lab, tmp_path: Path) -> None:
+def test_run_after_a_sigkill_cleans_up_and_passes(vlab_cleaned: Lab, tmp_path: Path) -> None:
     log = tmp_path / "killed.log"
     killed = start_run("e2e-sigkill", log, "--profile", "boot", "--hosts", "vlab1")
     try:
         wait_for_output(log, "vlab1: firmware after", killed)
         os.kill(killed.pid, signal.SIGKILL)
         killed.wait(timeout=30)
-        left = lab_processes(lab)
+        left = lab_processes(vlab_cleaned)
         assert any("QEMU" in process for process in left), left  # what it left behind
         owner = control.read_owner()
         assert owner is not None and owner["run_id"] == "e2e-sigkill", owner
@@ -109,5 +86,5 @@ def test_run_after_a_sigkill_cleans_up_and_passes(lab: Lab, tmp_path: Path) -> N
     statuses = {name: r["status"] for name, r in
                 allure_results(REPORTS / "e2e-after-sigkill").items()}
     assert list(statuses.values()) == ["passed"], statuses
-    assert lab_processes(lab) == []
+    assert lab_processes(vlab_cleaned) == []
     assert control.read_owner() is None

@@ -9,7 +9,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +19,9 @@ from harness.lab import Lab
 from harness.locking import Coordinator, HostBusy, host_locks, lock, sync_places
 from harness.locking.coordinator import CoordinatorHostLock
 
-from .locks import fake_run, lab_with_places, running_coordinator
+from .locks import fake_run, lab_with_places
 
 TAGS = {"vlab1": {"tags": {"npiv": "yes", "cpu": "amd"}}}
-
-
-@pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[str]:
-    directory = tmp_path / "coordinator"
-    directory.mkdir()
-    with running_coordinator(directory) as address:
-        yield address
 
 
 @pytest.fixture

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,31 @@ def test_hosts_are_taken_in_place_order_and_given_back_in_reverse(lab: Lab) -> N
 def test_release_of_a_lock_file_held_by_this_process_is_refused(lab: Lab) -> None:
     with hold_hosts(lab, ["vlab1"], wait_minutes=0), pytest.raises(HarnessError):
         host_locks(lab, ["vlab1"])[0].release_left()
+
+
+def test_a_run_says_when_it_took_and_gave_back_each_host(
+        lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    said = re.compile(r"^host (\S+) \(lock file .+\) (locked for this run|given back) at (\S+Z)$")
+
+    def events() -> list[tuple[str, str, float]]:
+        found = [said.match(record.getMessage()) for record in caplog.records]
+        return [(match[1], match[2], datetime.strptime(match[3], "%Y-%m-%dT%H:%M:%S.%fZ")
+                 .replace(tzinfo=UTC).timestamp()) for match in found if match]
+
+    start = time.time()
+    with hold_hosts(lab, ["vlab2", "vlab1"], wait_minutes=0):
+        time.sleep(0.01)
+    assert [event[:2] for event in events()] == [
+        ("vlab1", "locked for this run"), ("vlab2", "locked for this run"),
+        ("vlab2", "given back"), ("vlab1", "given back")]
+    stamps = [event[2] for event in events()]
+    assert start <= stamps[0] <= stamps[1] < stamps[2] <= stamps[3] <= time.time()
+
+    # A host that was never got is not said to be given back.
+    caplog.clear()
+    with fake_run(lab, "vlab2"), pytest.raises(HostBusy), \
+            hold_hosts(lab, ["vlab1", "vlab2"], wait_minutes=0):
+        pytest.fail("got a host another process holds")
+    assert [event[:2] for event in events()] == [("vlab1", "locked for this run"),
+                                                  ("vlab1", "given back")]
