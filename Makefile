@@ -56,10 +56,13 @@ vlab-build: setup
 run: setup
 	$(BIN)/xenhil run
 
-# Long demonstrations with their figures, not part of `make test`: a whole run and where
-# its time went, then a bisection.
+# What is too long for make test: a whole run and where its time went, the boot and
+# panic figures, the end-to-end demonstrations marked `long` (lab sharing through a
+# coordinator, RFC 2217 and SOL consoles), then a bisection.
+bench: APT_PACKAGES += $(TEST_APT_PACKAGES)
 bench: setup vlab-build
 	$(BIN)/python bench/run_figures.py
+	$(BIN)/pytest -m long tests/e2e
 	$(BIN)/python bench/bisect_series.py --confirm 1
 
 lint: venv
@@ -78,7 +81,7 @@ test: setup
 	$(call timed,lint and types,$(MAKE) --no-print-directory lint)
 	$(call timed,virtual lab images and builds,$(BIN)/xenhil vlab build)
 	$(call timed,unit and integration tests,$(BIN)/pytest --durations=5 tests/unit tests/integration)
-	$(call timed,end-to-end tests on the virtual lab,$(BIN)/pytest --durations=20 tests/e2e)
+	$(call timed,end-to-end tests on the virtual lab,$(BIN)/pytest --durations=20 -m "not long" tests/e2e)
 
 clean-vlab: venv
 	$(BIN)/xenhil vlab down

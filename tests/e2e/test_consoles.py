@@ -40,9 +40,8 @@ from harness.vlab import control
 from harness.vlab.control import bmc_password_file
 from harness.vlab.image import Image
 
-from .conftest import qemu_com1_log
+from .conftest import lab_processes, qemu_com1_log
 from .console_server import Ser2net, SerialLine
-from .test_interrupts import lab_processes
 from .test_run import SCENARIOS, XENHIL, allure_results, attachment, com1_time
 
 # Lab file fields that name a file; a relative one is taken from the lab file's directory.
@@ -151,6 +150,7 @@ def boot_for_sol(lab: Lab, name: str) -> None:
         remote.close()
 
 
+@pytest.mark.long
 def test_rfc2217_and_sol_consoles_pass_the_boot_profile(
         console_lab: Path, ser2net: Ser2net, vlab_image: Image) -> None:
     lab = load_lab(console_lab, check_files=False)
@@ -225,6 +225,7 @@ def wait_for_dom0_kernel(com1_log: Path, run: subprocess.Popen[bytes], log: Path
         time.sleep(0.5)
 
 
+@pytest.mark.long
 def test_console_dropped_mid_boot_is_a_gap_and_the_boot_passes(
         console_lab: Path, ser2net: Ser2net, tmp_path: Path) -> None:
     run_id = "e2e-console-drop"

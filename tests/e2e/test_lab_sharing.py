@@ -89,6 +89,7 @@ def statuses(run_id: str) -> list[str]:
     return [result["status"] for result in allure_results(REPORTS / run_id).values()]
 
 
+@pytest.mark.long
 def test_a_pair_and_a_one_host_run_take_turns_through_the_coordinator(
         vlab_cleaned: Lab, coordinator: str, tmp_path: Path) -> None:
     """A migration-like pair (a two-host test on vlab1 and vlab2) and a one-host run on
@@ -147,6 +148,7 @@ def test_a_pair_and_a_one_host_run_take_turns_through_the_coordinator(
     assert lab_processes(vlab_cleaned) == []
 
 
+@pytest.mark.long
 def test_a_killed_runs_lock_is_stale_until_lab_release_frees_it(
         vlab_cleaned: Lab, coordinator: str, tmp_path: Path) -> None:
     """SIGKILL while holding vlab1 on the coordinator: the next run reports the stale
