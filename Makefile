@@ -59,6 +59,7 @@ run: setup
 # Long demonstrations with their figures, not part of `make test`.
 bench: setup vlab-build
 	$(BIN)/python bench/bisect_series.py --confirm 1
+	$(BIN)/python bench/boot_and_panic.py
 
 lint: venv
 	$(BIN)/ruff check .
