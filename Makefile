@@ -64,6 +64,7 @@ bench: setup vlab-build
 	$(BIN)/python bench/run_figures.py
 	$(BIN)/pytest -m long tests/e2e
 	$(BIN)/python bench/bisect_series.py --confirm 1
+	$(BIN)/python bench/boot_and_panic.py
 
 lint: venv
 	$(BIN)/ruff check .
