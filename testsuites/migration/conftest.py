@@ -24,6 +24,11 @@ SHARED_DISK_MB = 64
 UNMIGRATABLE = pytest.StashKey[dict[str, str]]()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "knobs(name, ...): the `xl migrate` options a test "
+                            "needs (SUSE's libxc-sr patches)")
+
+
 @pytest.hookimpl(trylast=True)  # after the plugin's hosts: ids read [vlab1-vlab2-pvh]
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test that live-migrates (`guest_type`) runs once per guest type the build can

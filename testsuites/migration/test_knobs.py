@@ -35,10 +35,20 @@ def require_knobs(host: Host, *knobs: str) -> None:
                     f"{', '.join('--' + k for k in missing)} (SUSE libxc-sr patches absent)")
 
 
-def test_max_iters_limits_iterations(live_pair: tuple[Host, Host], guest_type: str,
+@pytest.fixture
+def knob_pair(request: pytest.FixtureRequest,
+              xen_host_pair: tuple[Host, Host]) -> tuple[Host, Host]:
+    """live_pair, once the source's `xl migrate` offers the test's knobs (its `knobs`
+    mark): a build without them skips before the hosts are paired."""
+    require_knobs(xen_host_pair[0], *request.node.get_closest_marker("knobs").args)
+    pair: tuple[Host, Host] = request.getfixturevalue("live_pair")
+    return pair
+
+
+@pytest.mark.knobs("max_iters")
+def test_max_iters_limits_iterations(knob_pair: tuple[Host, Host], guest_type: str,
                                      guests: GuestFactory) -> None:
-    source, destination = live_pair
-    require_knobs(source, "max_iters")
+    source, destination = knob_pair
     guest = guests(on=source, type=guest_type)
     guest.run(BUSY_GUEST)  # pages stay dirty: without the limit it would iterate on
     move = migrate(guest, to=destination, options=["--max_iters", "2"])
@@ -47,10 +57,10 @@ def test_max_iters_limits_iterations(live_pair: tuple[Host, Host], guest_type: s
     assert move.output.iterations <= 2 + 1, f"{move.output.iterations} iterations (max 2 + final)"
 
 
-def test_min_remaining_ends_live_phase(live_pair: tuple[Host, Host], guest_type: str,
+@pytest.mark.knobs("min_remaining")
+def test_min_remaining_ends_live_phase(knob_pair: tuple[Host, Host], guest_type: str,
                                        guests: GuestFactory) -> None:
-    source, destination = live_pair
-    require_knobs(source, "min_remaining")
+    source, destination = knob_pair
     guest = guests(on=source, type=guest_type)
     move = migrate(guest, to=destination, options=["--min_remaining", "1000000"])
     assert move.output is not None and move.output.iterations is not None, \
@@ -59,10 +69,10 @@ def test_min_remaining_ends_live_phase(live_pair: tuple[Host, Host], guest_type:
         f"{move.output.iterations} iterations: min_remaining did not end the live phase"
 
 
-def test_abort_if_busy_keeps_guest_on_source(live_pair: tuple[Host, Host], guest_type: str,
+@pytest.mark.knobs("abort_if_busy", "max_iters", "min_remaining")
+def test_abort_if_busy_keeps_guest_on_source(knob_pair: tuple[Host, Host], guest_type: str,
                                              guests: GuestFactory) -> None:
-    source, destination = live_pair
-    require_knobs(source, "abort_if_busy", "max_iters", "min_remaining")
+    source, destination = knob_pair
     guest = guests(on=source, type=guest_type)
     guest.run(BUSY_GUEST)
     before = GuestState.read(guest)
