@@ -296,9 +296,10 @@ def down(lab: Lab) -> None:
     """Stop every process the virtual lab started, by PID; then check nothing listens."""
     hosts = virtual_hosts(lab)
     for host in hosts:
-        # QEMU first: with the BMC gone nobody else would stop it.
-        _stop(host.qemu_pid_file, "qemu-system", f"{host.name} QEMU")
+        # The BMC first: it starts QEMU (power on, power cycle), so with it still there
+        # a QEMU could start after the one of the PID file was stopped.
         _stop(host.bmc_pid_file, "ipmi_sim", f"{host.name} BMC")
+        _stop(host.qemu_pid_file, "qemu-system", f"{host.name} QEMU")
     # A killed process's sockets can take a moment to be released.
     deadline = time.monotonic() + 5
     while True:
