@@ -12,12 +12,44 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
+
+from labgrid.step import Steps
 
 from .build import XenBuild
 from .health import HostBroken, HostHealth
 
 log = logging.getLogger(__name__)
+
+
+class _StepsPerThread(Steps):
+    """labgrid keeps one stack of running steps for the whole process and asserts that
+    a step ending is the innermost one; two hosts' power cycles in threads interleave
+    their steps. Each thread gets a stack of its own (labgrid is pinned)."""
+
+    _threads = threading.local()
+
+    @property
+    def _stack(self) -> list[Any]:
+        stack: list[Any] | None = getattr(self._threads, "stack", None)
+        if stack is None:
+            stack = self._threads.stack = []
+        return stack
+
+    @_stack.setter
+    def _stack(self, stack: list[Any]) -> None:
+        self._threads.stack = stack
+
+
+def _steps_per_thread() -> None:
+    from labgrid.step import steps
+    if not isinstance(steps, _StepsPerThread):
+        running = steps.__dict__.pop("_stack", [])  # this thread's steps so far
+        steps.__class__ = _StepsPerThread
+        steps._stack = running
+
+
+_steps_per_thread()
 
 
 class Bootable(Protocol):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from labgrid.step import step, steps
 
 from harness.boots import boot_deadline, boot_together
 from harness.build import Package, XenBuild
@@ -67,3 +70,42 @@ def test_a_boot_that_never_returns_leaves_its_host_broken() -> None:
 def test_the_deadline_covers_two_power_cycles_and_the_install() -> None:
     timeouts = Timeouts(factor=2.0)
     assert boot_deadline(timeouts) == 2 * 1200 + 1200 + 20 * 120
+
+
+def test_labgrid_steps_of_two_threads_may_interleave() -> None:
+    """Two power cycles at once: the first to start ends while the other still runs,
+    which labgrid's single stack of steps refuses (AssertionError in Steps.pop)."""
+    first_inside, second_inside, second_may_end = (threading.Event() for _ in range(3))
+
+    @step(title="transition")
+    def first() -> None:
+        first_inside.set()
+        second_inside.wait(timeout=5)
+
+    def second() -> None:
+        first_inside.wait(timeout=5)
+        inner()
+
+    @step(title="transition")
+    def inner() -> None:
+        second_inside.set()
+        second_may_end.wait(timeout=5)
+
+    errors: list[BaseException] = []
+
+    def run(transition: Callable[[], None]) -> None:
+        try:
+            transition()
+        except BaseException as error:  # the test reports it
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(transition,)) for transition in
+               (first, second)]
+    for thread in threads:
+        thread.start()
+    threads[0].join(10)  # first ends while second is inside its step
+    second_may_end.set()
+    threads[1].join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert steps.get_current() is None  # this thread's stack is untouched
