@@ -39,9 +39,9 @@ from harness.remote import RemoteHost
 from harness.vlab import control
 from harness.vlab.control import bmc_password_file
 from harness.vlab.image import Image
+from tests.console_server import Ser2net, SerialLine
 
-from .conftest import lab_processes, qemu_com1_log
-from .console_server import Ser2net, SerialLine
+from .conftest import qemu_com1_log
 from .test_run import SCENARIOS, XENHIL, allure_results, attachment, com1_time
 
 # Lab file fields that name a file; a relative one is taken from the lab file's directory.
@@ -93,19 +93,7 @@ def virtual_machine(lab: Lab, name: str) -> control.VirtualHost:
 
 
 @pytest.fixture
-def lab_stopped_afterwards(vlab_stopped: Lab) -> Iterator[Lab]:
-    """The stopped virtual lab, stopped again after the test whatever is left of it (a
-    lab the test started, a run that timed out)."""
-    try:
-        yield vlab_stopped
-    finally:
-        if lab_processes(vlab_stopped):
-            control.down(vlab_stopped)
-        control.clear_owner()
-
-
-@pytest.fixture
-def console_lab(tmp_path: Path, lab_stopped_afterwards: Lab) -> Path:
+def console_lab(tmp_path: Path, vlab_cleaned: Lab) -> Path:
     """A lab file of the virtual lab with vlab1's console behind ser2net (RFC 2217) and
     vlab2's through SOL on COM2."""
     return lab_copy(tmp_path, consoles_of_a_real_lab)
@@ -266,11 +254,11 @@ def fingerprint(public_key: Path) -> str:
 
 
 def test_host_presenting_another_key_is_refused(
-        lab_stopped_afterwards: Lab, tmp_path: Path) -> None:
+        vlab_cleaned: Lab, tmp_path: Path) -> None:
     impostor = tmp_path / "impostor"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)],
                    check=True)
-    ssh = lab_stopped_afterwards.host("vlab1").ssh
+    ssh = vlab_cleaned.host("vlab1").ssh
     assert ssh.host_key_file is not None
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[{ssh.address}]:{ssh.port} "

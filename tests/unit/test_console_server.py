@@ -13,7 +13,7 @@ import pytest
 
 from harness.com1 import Com1Recorder
 from harness.console_transport import RFC2217Port
-from tests.e2e.console_server import Ser2net, SerialLine
+from tests.console_server import Ser2net, SerialLine
 from tests.unit.test_com1 import ConsoleServer, free_port
 from tests.unit.test_console_transports import EVERY_BYTE, markers, wait_marker, wait_raw
 

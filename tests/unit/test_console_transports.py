@@ -31,6 +31,7 @@ from harness.drivers.com1console import Com1ConsoleDriver
 from harness.install import boot_settings, xen_cmdline
 from harness.ipmi import BMC, IPMITool
 from harness.lab import DEFAULT_LAB, load_lab
+from tests.console_server import Ser2net
 from tests.unit.test_com1 import ConsoleServer, free_port, wait_for
 
 EVERY_BYTE = bytes(range(256)) * 4  # 0xFF is telnet's IAC; 0x00, CR and LF pass as well
@@ -92,46 +93,11 @@ def pty() -> Iterator[Pty]:
 # -- RFC 2217 through ser2net -------------------------------------------------------------
 
 
-class Ser2net:
-    """ser2net serving `device` as telnet with RFC 2217 on 127.0.0.1:`port`."""
-
-    def __init__(self, device: str, directory: Path) -> None:
-        self.port = free_port()
-        self.config = directory / "ser2net.yaml"
-        self.config.write_text(
-            "connection: &console\n"
-            f"  accepter: telnet(rfc2217),tcp,127.0.0.1,{self.port}\n"
-            f"  connector: serialdev,{device},115200n81,local\n")
-        self.log = directory / "ser2net.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                ["ser2net", "-n", "-u", "-c", str(self.config),
-                 "-P", str(self.config.with_suffix(".pid"))],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while True:
-            assert self.process.poll() is None, self.log.read_text()
-            # Listening? (A probe connection would open the device: look, don't touch.)
-            if f":{self.port:04X} 00000000:0000 0A" in Path("/proc/net/tcp").read_text():
-                return
-            assert time.monotonic() < deadline, f"ser2net did not listen: {self.log.read_text()}"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            self.process.wait(10)
-        self.process = None
-
-
 @pytest.fixture
 def ser2net(pty: Pty, tmp_path: Path) -> Iterator[Ser2net]:
     if shutil.which("ser2net") is None:
         pytest.fail("ser2net is not installed (Debian: apt-get install ser2net; make setup)")
-    server = Ser2net(pty.device, tmp_path)
+    server = Ser2net(Path(pty.device), "127.0.0.1", free_port(), tmp_path)
     server.start()
     yield server
     server.stop()
