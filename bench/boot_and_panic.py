@@ -323,6 +323,18 @@ def panic_latency(host: Host) -> tuple[float, str]:
     return raised - panic_at, line
 
 
+def wait_console_quiet(host: Host, quiet: float = 1.0, limit: float = 15.0) -> None:
+    """Until the crash has printed its last line (Xen's "rebooting machine in 5
+    seconds", then silence): a power cycle at once would take those lines, arriving
+    after its watcher was reset, for a crash of the new boot."""
+    deadline = time.monotonic() + limit
+    seen, since = host.com1.bytes_received, time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if host.com1.bytes_received != seen:
+            seen, since = host.com1.bytes_received, time.monotonic()
+
+
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -390,6 +402,7 @@ def measure(out: Path, rounds: int, panics: int) -> tuple[BootComparison, PanicL
             latency, line = panic_latency(host)
             latencies.append(latency)
             print(f"panic {number}/{panics}: {latency:.3f} s after {line}", flush=True)
+            wait_console_quiet(host)
             recovery = host.power_cycle_to_shell(expect_xen=True)
             print(f"panic {number}/{panics}: back in Xen, SSH after "
                   f"{recovery.stages[-1][1]:.1f} s", flush=True)
