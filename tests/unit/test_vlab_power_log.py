@@ -74,7 +74,11 @@ def test_power_on_and_off_are_logged_with_their_time_across_restarts(
     bmc.power_on()
     [(on_at, on, pid)] = wait_lines(lab, 1)
     assert on == "on" and before_on - 1 < on_at < time.time()
-    assert control.host_status(host).qemu_pid == pid
+    # The script writes its line, then execs QEMU: the PID is QEMU's a moment later.
+    deadline = time.monotonic() + 10
+    while control.host_status(host).qemu_pid != pid:
+        assert time.monotonic() < deadline, f"PID {pid} of the power line never ran QEMU"
+        time.sleep(0.05)
     before_off = time.time()
     bmc.power_off()
     assert wait_lines(lab, 2)[1][1:] == ("off", pid)
