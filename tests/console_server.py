@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
 import tty
+from collections.abc import Iterator
 from pathlib import Path
 
 # pyserial's RFC 2217 open ends by purging what the server has received (measured:
@@ -139,3 +141,22 @@ class Ser2net:
                 os.kill(self.process.pid, signum)
             self.process.wait(10)
         self.process = None
+
+
+@contextlib.contextmanager
+def console_server(com1: tuple[str, int], address: str, port: int, directory: Path,
+                   settle: float = SETTLE) -> Iterator[Ser2net]:
+    """ser2net on address:port in front of the console served at `com1`, through a
+    `SerialLine`; both stopped afterwards, whatever happens."""
+    if shutil.which("ser2net") is None:
+        raise RuntimeError("ser2net is not installed (Debian: apt-get install ser2net; "
+                           "make setup)")
+    line = SerialLine(directory / f"console-{port}", com1, settle=settle)
+    server = Ser2net(line.link, address, port, directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        line.close()
+

@@ -20,7 +20,6 @@ Lab time under TCG, about: 1. 8 min, 2. 3 min, 3. 1.5 min.
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -39,7 +38,7 @@ from harness.remote import RemoteHost
 from harness.vlab import control
 from harness.vlab.control import bmc_password_file
 from harness.vlab.image import Image
-from tests.console_server import Ser2net, SerialLine
+from tests.console_server import Ser2net, console_server
 
 from .conftest import qemu_com1_log
 from .test_run import SCENARIOS, XENHIL, allure_results, attachment, com1_time
@@ -102,21 +101,14 @@ def console_lab(tmp_path: Path, vlab_cleaned: Lab) -> Path:
 @pytest.fixture
 def ser2net(console_lab: Path, tmp_path: Path) -> Iterator[Ser2net]:
     """vlab1's console server: ser2net, its device a line to QEMU's com1."""
-    if shutil.which("ser2net") is None:
-        pytest.fail("ser2net is not installed (Debian: apt-get install ser2net; make setup)")
     lab = load_lab(console_lab, check_files=False)
     console = lab.host("vlab1").console
     assert isinstance(console, RFC2217Port)
     if control.port_in_use(console.host, console.port, "tcp"):
         pytest.fail(f"{console.host}:{console.port} is in use: ser2net needs it")
-    line = SerialLine(tmp_path / "vlab1-com1", virtual_machine(lab, "vlab1").com1_server)
-    server = Ser2net(line.link, console.host, console.port, tmp_path)
-    try:
-        server.start()
+    with console_server(virtual_machine(lab, "vlab1").com1_server, console.host,
+                        console.port, tmp_path) as server:
         yield server
-    finally:
-        server.stop()
-        line.close()
 
 
 def boot_for_sol(lab: Lab, name: str) -> None:

@@ -4,7 +4,6 @@ read by the harness's recorder over RFC 2217."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from harness.com1 import Com1Recorder
 from harness.console_transport import RFC2217Port
-from tests.console_server import Ser2net, SerialLine
+from tests.console_server import Ser2net, console_server
 from tests.unit.test_com1 import ConsoleServer, free_port
 from tests.unit.test_console_transports import EVERY_BYTE, markers, wait_marker, wait_raw
 
@@ -27,16 +26,9 @@ def com1() -> Iterator[ConsoleServer]:
 
 @pytest.fixture
 def ser2net(tmp_path: Path, com1: ConsoleServer) -> Iterator[Ser2net]:
-    if shutil.which("ser2net") is None:
-        pytest.fail("ser2net is not installed (Debian: apt-get install ser2net; make setup)")
-    line = SerialLine(tmp_path / "com1", ("127.0.0.1", com1.port), settle=1.0)
-    server = Ser2net(line.link, "127.0.0.1", free_port(), tmp_path)
-    try:
-        server.start()
+    with console_server(("127.0.0.1", com1.port), "127.0.0.1", free_port(), tmp_path,
+                        settle=1.0) as server:
         yield server
-    finally:
-        server.stop()
-        line.close()
 
 
 def test_the_first_bytes_are_recorded_and_power_cycles_leave_no_gap(
