@@ -1,13 +1,14 @@
 """Guests on a host: create, the wait until really up, shutdown, destroy.
 
-A guest is the harness's test guest (image.py) as a PV domain: kernel and initramfs
-copied to dom0 once (dom0.py), an xl config per guest (config.py), one vif on the
-guest bridge (xenbr0) with a MAC in Xen's 00:16:3e range, and an address of the
+A guest is the harness's test guest (image.py) as a PV, PVH or HVM domain: kernel and
+initramfs copied to dom0 once (dom0.py), an xl config per guest (config.py), one vif on
+the guest bridge (xenbr0) with a MAC in Xen's 00:16:3e range, and an address of the
 bridge's network given on the kernel command line. "Up" means: the guest printed its
-ready marker on its console and answers SSH (through dom0, shell.py). The guest's
-console is logged by xenconsoled (`--log=guest`, set up on the host when missing) and
-read from the log file, so the whole console of every guest is kept, from its first
-line.
+ready marker on its console and answers SSH (through dom0, shell.py). The console is
+read from a file on dom0, so the whole console of every guest is kept, from its first
+line: xenconsoled's log of the PV console (`--log=guest`, set up on the host when
+missing), or for HVM the device model's file of the emulated serial port. An HVM guest's
+network is its vif through PV drivers (netfront unplugs the emulated NIC).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from .config import (
     route_gateway,
 )
 from .dom0 import (
-    CONSOLE_LOG_DIR,
     GUEST_FILES_DIR,
     ensure_console_logging,
     remote_size,
@@ -97,7 +97,7 @@ class Guest:
         self.ip = config.ip
         self.mac = config.mac
         self.shell = GuestShell(config.name, config.ip, host, image.host_key)
-        self.console_path = f"{CONSOLE_LOG_DIR}/guest-{config.name}.log"
+        self.console_path = config.console_log
         self.console_offset = 0  # where this guest's console starts in the log file
         self.console_end: int | None = None  # where it ends: a later guest of its name
         self.created_seconds: float | None = None  # `xl create` took
@@ -169,7 +169,10 @@ class Guest:
         self.console_offset, self.console_end = console_offset, None
 
     def console_size_on(self, host: Host) -> int:
-        """Bytes of this guest's console log on `host` now."""
+        """Bytes of this guest's console log on `host` now. An HVM guest's device model
+        starts its serial file anew (create, restore, incoming migration): 0."""
+        if self.config.type == "hvm":
+            return 0
         return remote_size(host, self.console_path) or 0
 
     def run(self, command: str, *, timeout: float | None = None,

@@ -43,8 +43,11 @@ BUILDS = {
 SOURCE = "xen"
 HYPERVISOR = "xen-hypervisor-4.17-amd64"
 # xen-system-amd64's set (xen-hypervisor-common is a Recommends: dpkg -i would skip
-# it) plus xen-utils-common; the resolver adds libxen* and the rest.
-REQUEST = (HYPERVISOR, "xen-hypervisor-common", "xen-utils-4.17", "xen-utils-common")
+# it) plus xen-utils-common, and the device model HVM guests need (Debian builds it
+# from qemu, not from xen); the resolver adds libxen* and the rest.
+XEN_PACKAGES = (HYPERVISOR, "xen-hypervisor-common", "xen-utils-4.17", "xen-utils-common")
+DEVICE_MODEL = "qemu-system-xen"  # at the version the APT sources offer
+REQUEST = (*XEN_PACKAGES, DEVICE_MODEL)
 APT_HELPER = "/usr/lib/apt/apt-helper"
 TOOLS = {"apt-get": "apt", APT_HELPER: "apt", "dpkg-deb": "dpkg"}
 
@@ -149,7 +152,7 @@ def binaries_of(packages: str, source: str, version: str) -> set[str]:
 
 def _fetch(apt: _Apt, version: str, tmp: Path) -> Path:
     binaries = apt.binaries(SOURCE, version)
-    if missing := [p for p in REQUEST if p not in binaries]:
+    if missing := [p for p in XEN_PACKAGES if p not in binaries]:
         raise VlabBuildError(
             f"the APT sources have no {', '.join(missing)} at version {version}: "
             "check /etc/apt/sources.list.d (the bookworm-security suite gives the newer one)"
@@ -160,7 +163,8 @@ def _fetch(apt: _Apt, version: str, tmp: Path) -> Path:
         f"Package: {' '.join(sorted(binaries))}\nPin: version {version}\nPin-Priority: 1001\n"
     )
     try:
-        apt.download_resolved([f"{p}={version}" for p in REQUEST], tmp / "archives")
+        apt.download_resolved([*(f"{p}={version}" for p in XEN_PACKAGES), DEVICE_MODEL],
+                              tmp / "archives")
     finally:
         apt.preferences.write_text("")
     debs = tmp / "debs"

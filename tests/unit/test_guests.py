@@ -61,6 +61,24 @@ def test_xl_config_of_a_pv_guest() -> None:
     assert 'on_crash = "preserve"' in lines
 
 
+def test_xl_config_of_an_hvm_guest_puts_its_serial_port_in_a_file() -> None:
+    guest = config(name="hvm-guest-1", type="hvm")
+    lines = guest.render().splitlines()
+    assert 'type = "hvm"' in lines
+    # the same kernel, loaded by the firmware; the console is the emulated UART
+    assert 'kernel = "/var/lib/xen/images/xenhil/vmlinuz-6.1.0-50-amd64"' in lines
+    assert ('extra = "console=ttyS0 loglevel=4 xenhil.name=hvm-guest-1 '
+            'xenhil.ip=198.51.100.101/24"') in lines
+    assert guest.console_log == "/var/log/xen/console/hvm-hvm-guest-1.log"
+    assert 'serial = "file:/var/log/xen/console/hvm-hvm-guest-1.log"' in lines
+    assert 'vga = "none"' in lines and "vnc = 0" in lines
+    # PV and PVH keep xenconsoled's log and have no device model lines
+    pvh = config(type="pvh")
+    assert pvh.console_log == "/var/log/xen/console/guest-pv-guest-comes-up-1.log"
+    assert not [line for line in pvh.render().splitlines()
+                if line.startswith(("serial", "vga", "vnc"))]
+
+
 def test_xl_config_sizes_and_address() -> None:
     guest = config(memory_mb=256, vcpus=2)
     assert "memory = 256" in guest.render().splitlines()
