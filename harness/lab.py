@@ -2,7 +2,7 @@
 
 A lab file is a labgrid environment (`targets`, one per host, with the resources
 IPMIPowerPort, NetworkService and one console: Com1Port, NetworkSerialPort,
-RawSerialPort or IPMISOLPort) plus a `xenhil` section with the harness's
+RawSerialPort, IPMISOLPort or PlaceSerialPort) plus a `xenhil` section with the harness's
 options (distro family, timeout factor, Xen command line, SSH key, ...). Options under
 `xenhil.defaults` apply to every host; `xenhil.hosts.<name>` overrides them.
 
@@ -22,6 +22,7 @@ from typing import Any
 from .console_transport import ConsolePort, RawTCPPort, RFC2217Port, SerialDevicePort, SOLPort
 from .distro import FAMILIES
 from .errors import ConfigError
+from .exported_console import PlaceSerialPort
 from .ipmi import BMC
 from .npiv.wwn import InvalidWWN, NpivConfig, VportName, default_wwnn, parse_wwn
 from .paths import UnknownVariable, expand, lab_file_path, labs_dir
@@ -69,13 +70,15 @@ VLAB_OPTIONS = {"memory_mb": int, "vcpus": int, "hosts": Mapping}
 # and `options` change what it runs): a lab file has these two only.
 TOP_LEVEL_KEYS = ("targets", "xenhil")
 
-# A host's console, one per host: ours for raw TCP and Serial-over-LAN, labgrid's for
-# RFC 2217 ports (ser2net, labgrid's exporter) and serial devices on this machine.
+# A host's console, one per host: ours for raw TCP, Serial-over-LAN and the serial port
+# an exporter serves for the host's place; labgrid's for RFC 2217 ports (ser2net) and
+# serial devices on this machine.
 CONSOLE_RESOURCES = {
     "Com1Port": ("host", "port", "speed"),
     "NetworkSerialPort": ("host", "port", "speed", "protocol"),
     "RawSerialPort": ("port", "speed"),
     "IPMISOLPort": ("speed",),
+    "PlaceSerialPort": ("speed", "resource"),
 }
 # The UARTs Xen can put its console on (its comN= options).
 XEN_CONSOLES = ("com1", "com2")
@@ -330,6 +333,8 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
     lab_name = check.get(options, "name", str, "xenhil", path.stem)
     defaults = check.mapping(options.get("defaults") or {}, "xenhil.defaults")
     per_host = check.mapping(options.get("hosts") or {}, "xenhil.hosts")
+    coordinator = (check.coordinator(options["coordinator"], "xenhil.coordinator")
+                   if options.get("coordinator") is not None else None)
     if "npiv" in defaults:
         raise check.fail("xenhil.defaults.npiv", "NPIV is per host (each host needs its own "
                          "vport WWPN pool): move it to xenhil.hosts.<host>.npiv")
@@ -360,8 +365,10 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
                 raise check.fail(f"{where}: {key}",
                                  f"unknown option (known: {', '.join(sorted(HOST_OPTIONS))})")
             check.get(host_options, key, HOST_OPTIONS[key], where)
+        place = _place(check, name, host_options, lab_name)
         hosts[name] = _with_place(check, _host(check, name, resources, host_options,
-                                               check_files), host_options, lab_name)
+                                               check_files, place, coordinator),
+                                  place, host_options)
     _check_vport_pools_disjoint(check, hosts)
     _check_places_distinct(check, hosts)
     _check_endpoints_distinct(check, hosts, {
@@ -401,8 +408,7 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         local_migrations=int(check.positive(
             check.get(options, "local_migrations", int, "xenhil", 10),
             "xenhil.local_migrations")),
-        coordinator=(check.coordinator(options["coordinator"], "xenhil.coordinator")
-                     if options.get("coordinator") is not None else None),
+        coordinator=coordinator,
     )
 
 
@@ -412,7 +418,8 @@ DRIVERS = ("IPMIPowerDriver", "Com1ConsoleDriver", "XenSSHDriver", "XenBootStrat
 
 
 def _host(check: _Checker, name: str, resources: Mapping[str, Any],
-          options: Mapping[str, Any], check_files: bool) -> HostSpec:
+          options: Mapping[str, Any], check_files: bool, place: str,
+          coordinator: str | None) -> HostSpec:
     where = f"host {name}"
     for needed in ("IPMIPowerPort", "NetworkService"):
         if needed not in resources:
@@ -441,7 +448,8 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
         cipher_suite=check.get(ipmi, "cipher_suite", int, ipmi_where, 3),
         password_file_as_written=password_file,
     )
-    console = _console(check, where, resources, bmc, check_files)
+    console = _console(check, where, resources, bmc, check_files,
+                       ExportedFrom(name, place, coordinator))
     xen_console = options.get("xen_console", "com1")
     if xen_console not in XEN_CONSOLES:
         raise check.fail(f"{where}: xen_console", f"{xen_console!r} is not one of "
@@ -504,16 +512,21 @@ def _host(check: _Checker, name: str, resources: Mapping[str, Any],
     )
 
 
-def _with_place(check: _Checker, host: HostSpec, options: Mapping[str, Any],
-                lab_name: str) -> HostSpec:
-    """`host` with its labgrid place (default: <lab name>-<host>) and the place's tags."""
-    where = f"host {host.name}"
-    place = options.get("place", f"{lab_name}-{host.name}")
+def _place(check: _Checker, host: str, options: Mapping[str, Any], lab_name: str) -> str:
+    """The host's labgrid place: the `place` option, by default <lab name>-<host>."""
+    place = options.get("place", f"{lab_name}-{host}")
     if not _NAME.fullmatch(place):
         # It names the local lock file too.
-        raise check.fail(f"{where}: place", f"{place!r} is not a place name (letters, digits "
-                         "and ._-, not starting with . or -); set xenhil.name or "
-                         f"xenhil.hosts.{host.name}.place")
+        raise check.fail(f"host {host}: place", f"{place!r} is not a place name (letters, "
+                         "digits and ._-, not starting with . or -); set xenhil.name or "
+                         f"xenhil.hosts.{host}.place")
+    return str(place)
+
+
+def _with_place(check: _Checker, host: HostSpec, place: str,
+                options: Mapping[str, Any]) -> HostSpec:
+    """`host` with its labgrid place and the place's tags."""
+    where = f"host {host.name}"
     tags = check.mapping(options.get("tags") or {}, f"{where}: tags")
     for key, value in tags.items():
         if not isinstance(key, str) or not _TAG_KEY.fullmatch(key) or key == "name":
@@ -537,13 +550,25 @@ def _check_places_distinct(check: _Checker, hosts: dict[str, HostSpec]) -> None:
         owner[host.place] = name
 
 
+@dataclass(frozen=True)
+class ExportedFrom:
+    """Where a PlaceSerialPort console is looked up: the host's place, on the lab's
+    coordinator (None: the lab has none)."""
+
+    host: str
+    place: str
+    coordinator: str | None
+
+
 def _console(check: _Checker, where: str, resources: Mapping[str, Any], bmc: BMC,
-             check_files: bool) -> ConsolePort:
+             check_files: bool, exported_from: ExportedFrom) -> ConsolePort:
     present = [name for name in CONSOLE_RESOURCES if name in resources]
     if not present:
         raise check.fail(f"{where}: resources", "no console: declare one of Com1Port (raw "
                          "TCP), NetworkSerialPort (RFC 2217), RawSerialPort (a serial device "
-                         "on this machine) or IPMISOLPort (the BMC's Serial-over-LAN)")
+                         "on this machine), IPMISOLPort (the BMC's Serial-over-LAN) or "
+                         "PlaceSerialPort (the one a labgrid-exporter serves for the host's "
+                         "place)")
     if len(present) > 1:
         raise check.fail(f"{where}: resources.{present[1]}", f"a second console ({present[0]} "
                          "is one); the recorder reads one console per host")
@@ -572,6 +597,17 @@ def _console(check: _Checker, where: str, resources: Mapping[str, Any], bmc: BMC
             raise check.fail(f"{where}: IPMIPowerPort.interface", f"{bmc.interface!r}: "
                              "Serial-over-LAN (IPMISOLPort) needs lanplus (IPMI 2.0)")
         return SOLPort(bmc, speed)
+    if resource == "PlaceSerialPort":
+        if exported_from.coordinator is None:
+            raise check.fail(resource_where, "the console comes from the host's labgrid "
+                             "place, and the lab names no coordinator: set "
+                             "xenhil.coordinator (HOST:PORT of labgrid-coordinator)")
+        name = check.get(data, "resource", str, resource_where, None)
+        if name is not None and not _NAME.fullmatch(name):
+            raise check.fail(f"{resource_where}.resource", f"{name!r} is not a labgrid "
+                             "resource name (letters, digits and ._-)")
+        return PlaceSerialPort(exported_from.host, exported_from.place,
+                               exported_from.coordinator, speed, name)
     host = check.address(data, "host", resource_where)
     port = check.port(data, "port", resource_where)
     protocol = check.get(data, "protocol", str, resource_where,
@@ -720,7 +756,8 @@ def _console_keys(console: ConsolePort) -> tuple[set[tuple[str, object]], str]:
         return _network_keys(console.host, console.port)
     if isinstance(console, SerialDevicePort):
         return {("device", console.device)}, console.device
-    return set(), console.endpoint  # Serial-over-LAN: one per BMC, checked as the BMC
+    # Serial-over-LAN: one per BMC, checked as the BMC; an exported one: per place, checked
+    return set(), console.endpoint
 
 
 def _same_machine(address: str) -> set[str]:

@@ -28,6 +28,7 @@ import pytest
 
 from .build import XenBuild, load_build
 from .errors import ConfigError, InfrastructureError, SignalInterrupt
+from .exported_console import unserved_consoles
 from .ipmi import BMCError
 from .lab import Lab, load_lab
 from .locking import hold_hosts
@@ -161,8 +162,9 @@ def interrupting_signals() -> Iterator[list[int]]:
 
 
 def preflight(lab: Lab, hosts: list[str] | None) -> None:
-    """Every selected host's BMC answers; otherwise nothing runs."""
-    problems = []
+    """Every selected host's BMC answers, and its console, where an exporter serves it
+    for the host's place, is served; otherwise nothing runs."""
+    problems = unserved_consoles(spec.console for spec in lab.select(hosts))
     with lab_environment(lab) as environment:
         for spec in lab.select(hosts):
             try:

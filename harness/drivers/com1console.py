@@ -16,6 +16,7 @@ The console resources:
     NetworkSerialPort: {host: consoles, port: 7001}    # labgrid's: RFC 2217 (or raw)
     RawSerialPort: {port: /dev/ttyUSB0, speed: 115200} # labgrid's: a device here
     IPMISOLPort: {}                                    # ours: SOL of the IPMIPowerPort's BMC
+    PlaceSerialPort: {}                                # ours: what an exporter serves the place
 
 A lab file entry:
 
@@ -48,6 +49,7 @@ from pexpect import TIMEOUT
 from harness.com1 import Com1Mark, Com1Recorder, Com1Stream, recorder_for
 from harness.console_transport import host_port
 from harness.console_watch import ConsoleWatcher
+from harness.exported_console import place_console_endpoint
 
 _READ_LIMIT = 65536  # bytes per read when labgrid sets no max_size
 
@@ -80,8 +82,26 @@ class IPMISOLPort(Resource):
     speed: int = attr.ib(default=115200, validator=attr.validators.instance_of(int))
 
 
+@target_factory.reg_resource
+@attr.s(eq=False)
+class PlaceSerialPort(Resource):
+    """A host's console as the NetworkSerialPort a labgrid-exporter serves for the host's
+    place (harness.exported_console): looked up on the coordinator at every connect.
+
+    Args:
+        speed (int): the UART's bit rate at the host (for Xen's command line)
+        resource (str): the NetworkSerialPort's name in the place, when it has several
+    """
+
+    speed: int = attr.ib(default=115200, validator=attr.validators.instance_of(int))
+    resource: str | None = attr.ib(
+        default=None, validator=attr.validators.optional(attr.validators.instance_of(str)))
+
+
 def console_endpoint(port: Resource, bmc: Resource | None) -> str:
     """The endpoint (harness.console_transport) a console resource names."""
+    if isinstance(port, PlaceSerialPort):
+        return place_console_endpoint(port.target.name)
     if isinstance(port, IPMISOLPort):
         if bmc is None:
             raise LookupError(f"{port}: Serial-over-LAN needs the target's IPMIPowerPort")
@@ -103,7 +123,8 @@ class Com1ConsoleDriver(ConsoleExpectMixin, Driver, ConsoleProtocol):
     """
 
     bindings: ClassVar[dict[str, Any]] = {
-        "port": {"Com1Port", "NetworkSerialPort", "RawSerialPort", "IPMISOLPort"},
+        "port": {"Com1Port", "NetworkSerialPort", "RawSerialPort", "IPMISOLPort",
+                 "PlaceSerialPort"},
         "bmc": {"IPMIPowerPort", None},  # whose Serial-over-LAN an IPMISOLPort is
     }
 

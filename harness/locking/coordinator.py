@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
-from labgrid.remote.common import Place, Reservation, ReservationState
+from labgrid.remote.common import Place, Reservation, ReservationState, ResourceEntry
 from labgrid.remote.generated import labgrid_coordinator_pb2 as messages
 from labgrid.remote.generated.labgrid_coordinator_pb2_grpc import CoordinatorStub
 
@@ -78,7 +78,7 @@ class Coordinator:
                     f"labgrid coordinator {self.address}: {reason}; is labgrid-coordinator "
                     "running there, and is xenhil.coordinator (or --coordinator) its "
                     "address?") from None
-            yield Connection(self.address, session.stub)
+            yield Connection(self.address, session.stub, session.resources)
         finally:
             # bounded: a coordinator gone mid-session must not hang the run's end
             with contextlib.suppress(Exception):
@@ -92,11 +92,15 @@ class Coordinator:
 
 
 class Connection:
-    """The requests the harness makes, each bounded, each error an InfrastructureError."""
+    """The requests the harness makes, each bounded, each error an InfrastructureError.
+    `resources` are the exporters' resources as the coordinator announced them when the
+    session started (labgrid's ClientSession.resources: exporter, group, name)."""
 
-    def __init__(self, address: str, stub: Any) -> None:
+    def __init__(self, address: str, stub: Any,
+                 resources: Mapping[str, Mapping[str, Mapping[str, ResourceEntry]]]) -> None:
         self.address = address
         self.stub = stub
+        self.resources = resources
 
     async def call(self, name: str, request: Any) -> Any:
         try:

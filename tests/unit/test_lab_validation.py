@@ -324,6 +324,17 @@ ROWS: list[tuple[str, Mutation | str, bool, str]] = [
         set_in(at("targets", "vlab2", "resources", "IPMIPowerPort"), "interface", "lan")),
      False, "host vlab2: IPMIPowerPort.interface: 'lan': Serial-over-LAN (IPMISOLPort) needs "
             "lanplus"),
+    ("exported console without a coordinator", console("PlaceSerialPort", {}),
+     False, "host vlab2: PlaceSerialPort: the console comes from the host's labgrid place, "
+            "and the lab names no coordinator: set xenhil.coordinator"),
+    ("exported console field unknown", both(
+        set_in(XENHIL, "coordinator", "127.0.0.1"),
+        console("PlaceSerialPort", {"place": "rack3-r640-01"})),
+     False, "host vlab2: PlaceSerialPort.place: unknown field (known: speed, resource)"),
+    ("exported console resource not a name", both(
+        set_in(XENHIL, "coordinator", "127.0.0.1"),
+        console("PlaceSerialPort", {"resource": "com 1"})),
+     False, "host vlab2: PlaceSerialPort.resource: 'com 1' is not a labgrid resource name"),
     ("xen console not a uart", set_in(VLAB2, "xen_console", "ttyS1"),
      False, "host vlab2: xen_console: 'ttyS1' is not one of com1, com2"),
     ("shared rfc2217 console", both(
