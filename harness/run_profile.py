@@ -109,7 +109,8 @@ def _steps(item: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _steps(step)
 
 
-def _step_phase(name: str) -> str | None:
+def step_phase(name: str) -> str | None:
+    """The phase a step of this name is time of, if any."""
     return next((phase for phase, pattern in STEP_PHASES if pattern.search(name)), None)
 
 
@@ -198,9 +199,9 @@ def _test_profile(result: dict[str, Any], allure_dir: Path, setups: list[dict[st
         by_phase[phase].append(times)
     for item in items:
         for step in _steps(item):
-            step_phase, times = _step_phase(step.get("name", "")), _times(step)
-            if step_phase is not None and times is not None:
-                by_phase[step_phase].append(times)
+            named, times = step_phase(step.get("name", "")), _times(step)
+            if named is not None and times is not None:
+                by_phase[named].append(times)
     day = datetime.fromtimestamp(call[0], UTC)
     for phase, intervals in _from_transcripts(items, allure_dir, day).items():
         if not by_phase[phase]:  # a run from before the step was recorded

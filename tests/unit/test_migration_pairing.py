@@ -10,11 +10,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
-from harness import migration_hosts
+from harness import evidence, migration_hosts
 from harness.health import HostHealth
 from harness.host import Host
 from harness.leaks import Leaked
@@ -29,6 +29,7 @@ from harness.migration_hosts import (
     unpair_hosts,
 )
 from harness.remote import CommandFailed, CommandResult, SSHUnavailable
+from harness.run_profile import step_phase
 
 ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHarnessLoginKeyOfTheLabxxxxxxxxxxxxxxxxxxx lab"
 
@@ -184,3 +185,23 @@ def test_a_dom0_that_does_not_answer_is_left_for_its_next_pairing(
     with paired(as_hosts(dom0s)):
         pass
     assert not vlab1.path(TRUST_DIR).exists()
+
+
+def test_the_pairings_leak_check_is_a_step_before_and_after(dom0s: list[FakeDom0]) -> None:
+    """Named steps, so that a run's profile counts their time (harness/run_profile.py)."""
+    steps: list[str] = []
+
+    class Recorder(evidence.LogSink):
+        def step(self, title: str) -> Any:
+            steps.append(title)
+            return super().step(title)
+
+    evidence.install(Recorder())
+    try:
+        with paired(as_hosts(dom0s)):
+            pass
+    finally:
+        evidence.install(None)
+    assert steps == ["leak check: note vlab1's state", "leak check: note vlab2's state",
+                     "leak check: their pairing for migration was removed"]
+    assert all(step_phase(title) == "leak check" for title in steps)

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from bench.run_figures import profile_table
-from harness.run_profile import RunProfile, covered, read_profile, transcript_intervals
+from harness.run_profile import (
+    RunProfile,
+    covered,
+    read_profile,
+    step_phase,
+    transcript_intervals,
+)
+from harness.verdicts import DIAGNOSIS_STEP
 
 T0 = 1_796_149_000  # seconds since the epoch: 2026-12-01 18:16:40 UTC
 
@@ -96,8 +103,7 @@ def profile(tmp_path: Path) -> RunProfile:
         step("leak check: the test's guests were destroyed", 202, 203))])
     migration = allure.result("test_migrate[vlab1-vlab2]", 218, 250,
                               step("create guest m-1 on vlab1", 219, 231),
-                              step("diagnose the failure: Xen dump, support bundles", 250,
-                                   255))
+                              step(DIAGNOSIS_STEP, 250, 255))
     allure.container([migration], [step("host_pair", 204, 217.5, step(
         "leak check: note vlab1's state", 204, 205))],
         [step("host_pair::1", 256, 257)])
@@ -182,3 +188,12 @@ def test_the_table_fits_in_100_columns(profile: RunProfile) -> None:
     longest = lines.index("the 2 longest tests:")
     assert [line.split()[0] for line in lines[longest + 2:longest + 4]] == [
         "test_boot[vlab1]", "test_old_run[vlab1]"]
+
+
+def test_the_harness_boot_steps_are_told_apart() -> None:
+    # plugin.BootedHosts' step around Host.boot_build's install step, and a recovery
+    assert step_phase("install xen-hypervisor-4.17-amd64 4.17.7 on vlab1, vlab2 and boot") \
+        == "boot"
+    assert step_phase("install xen-hypervisor-4.17-amd64 4.17.7 on vlab1") == "install"
+    assert step_phase("recover vlab2: no SSH, power cycle into Xen") == "boot"
+    assert step_phase("destroy xenhil-a-1 (xl destroy)") is None
