@@ -6,7 +6,11 @@ then prints, from the results database and the run's reports:
     skipped, time in tests;
   - migration time and downtime per guest type (every move of every migration test);
   - com1 bytes captured vs QEMU's own chardev log, per host (goal: exactly 1.000,
-    byte-identical).
+    byte-identical);
+  - where the time went (harness.run_profile): per test, seconds of boot, install,
+    guest create, migration pairing, leak check, failure diagnosis, other fixtures and
+    test body; the tests that took longest; totals per phase, and the run's time
+    outside its tests.
 Exits non-zero if the run did not pass or a com1 log differs from QEMU's.
 
     .venv/bin/python bench/run_figures.py [--run-id ID]   (make bench runs it first)
@@ -22,10 +26,12 @@ import sys
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 from harness.lab import DEFAULT_LAB, load_lab
 from harness.results.db import ResultsDB, resolve_url
 from harness.results.records import ResultRecord, RunRecord
+from harness.run_profile import PHASES, RunProfile, TestProfile, read_profile
 from harness.vlab import control
 
 # A migration test's id ends with its guest type: test_...[vlab1-vlab2-pvh].
@@ -69,12 +75,12 @@ def migrations(run: RunRecord) -> None:
               f"max {max(values):6.2f} s")
 
 
-def com1_ratio(run_id: str) -> bool:
+def com1_ratio(run_id: str, reports_root: Path) -> bool:
     lab = load_lab(DEFAULT_LAB, check_files=False)
     identical = True
     print("com1 captured vs QEMU's chardev log:")
     for host in control.virtual_hosts(lab):
-        ours_path = lab.reports_dir / run_id / "com1" / f"{host.name}.raw"
+        ours_path = reports_root / run_id / "com1" / f"{host.name}.raw"
         qemu_path = host.run_dir / "com1-qemu.log"
         if not ours_path.is_file() or not qemu_path.is_file():
             print(f"  {host.name}: not in this run")
@@ -87,11 +93,71 @@ def com1_ratio(run_id: str) -> bool:
     return identical
 
 
+# The phases as columns, in the order a test goes through them; heads of 6 characters.
+COLUMNS = {"boot": "boot", "install": "inst", "pairing": "pair", "guest create": "create",
+           "body": "body", "leak check": "leaks", "diagnosis": "diagn", "fixtures": "fixt"}
+NAME_WIDTH = 35  # 2 + 35 + 9 columns of 7 = 100
+
+
+def _row(name: str, cells: list[str]) -> str:
+    if len(name) > NAME_WIDTH:
+        name = name[:NAME_WIDTH - 1] + "~"
+    return f"  {name:<{NAME_WIDTH}}" + "".join(f"{cell:>7}" for cell in cells)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}" if value >= 0.05 else "-"
+
+
+def _test_row(test: TestProfile) -> str:
+    return _row(test.name, [_seconds(test.total),
+                            *(_seconds(test.phases.get(phase, 0.0)) for phase in COLUMNS)])
+
+
+def profile_table(profile: RunProfile, top: int = 10) -> list[str]:
+    """The profile as text lines within 100 columns: every test in run order, the
+    `top` longest, the totals per phase and the time outside tests."""
+    head = _row("test", ["total", *COLUMNS.values()])
+    lines = ["where the time went, per test, in seconds (inst: install, pair: migration "
+             "pairing,", "create: guest create, leaks: leak check, diagn: diagnosis on "
+             "failure, fixt: other", "setup and teardown):", head]
+    lines += [_test_row(test) for test in profile.tests]
+    longest = sorted(profile.tests, key=lambda test: -test.total)[:top]
+    lines += [f"the {len(longest)} longest tests:", head]
+    lines += [_test_row(test) for test in longest]
+    totals = profile.totals()
+    wall = profile.in_tests + sum(profile.outside.values())
+    lines.append(f"totals: {wall:.0f} s, of which {profile.in_tests:.0f} s in "
+                 f"{len(profile.tests)} tests:")
+    rows = [*sorted(((phase, totals[phase]) for phase in PHASES), key=lambda row: -row[1]),
+            *((f"outside tests: {what}", seconds) for what, seconds in profile.outside.items())]
+    lines += [f"  {what:<42} {seconds:7.1f} s {100 * seconds / wall:5.1f} %"
+              for what, seconds in rows]
+    return lines
+
+
+def time_profile(run: RunRecord, reports: Path) -> None:
+    allure_dir = reports / "allure-results"
+    if not allure_dir.is_dir():
+        print(f"where the time went: no {allure_dir}")
+        return
+    index = reports / "index.html"  # the last file the run writes
+    written = datetime.fromtimestamp(index.stat().st_mtime, UTC) if index.is_file() else None
+    started, ended = (moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None
+                      else moment for moment in (run.started, run.ended))
+    profile = read_profile(allure_dir, run_started=started, run_ended=ended,
+                           reports_written=written)
+    print("\n".join(profile_table(profile)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-id", help="a finished run of the virtual lab to read "
                         "(default: run the default profile now)")
+    parser.add_argument("--reports", type=Path, default=None,
+                        help="the reports root holding <run-id>/ and, unless $XENHIL_DB "
+                        "says otherwise, results.sqlite (default: the lab file's)")
     args = parser.parse_args()
     run_id = args.run_id
     if run_id is None:
@@ -101,8 +167,8 @@ def main() -> int:
                        check=False, timeout=3 * 3600)
         print(f"\nxenhil run took {(time.monotonic() - started) / 60:.1f} min")
     lab = load_lab(DEFAULT_LAB, check_files=False)
-    database = ResultsDB.open(resolve_url(None, lab.options.get("results_db"),
-                                          lab.reports_dir))
+    reports_root = args.reports or lab.reports_dir
+    database = ResultsDB.open(resolve_url(None, lab.options.get("results_db"), reports_root))
     try:
         run = database.get_run(run_id)
     finally:
@@ -112,7 +178,8 @@ def main() -> int:
         return 1
     per_area(run)
     migrations(run)
-    identical = com1_ratio(run_id)
+    identical = com1_ratio(run_id, reports_root)
+    time_profile(run, reports_root / run_id)
     return 0 if run.verdict == "passed" and identical else 1
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from labgrid import Target
 from labgrid.strategy import StrategyError
 
+from . import evidence
 from .build import XenBuild
 from .com1 import Com1Recorder, Com1Stream
 from .console_watch import ConsoleCrash, ConsoleWatcher, Severity
@@ -225,7 +226,8 @@ class Host:
         """Install `build` (booting the host first if needed), power cycle into it and
         check that its Xen version is the one running."""
         self.ensure_shell()
-        install_build(self.remote, self.spec, build, self.timeouts["package_install"])
+        with evidence.step(f"install {build.label} on {self.name}"):
+            install_build(self.remote, self.spec, build, self.timeouts["package_install"])
         timeline = self.power_cycle_to_shell(expect_xen=True)
         console_version = timeline.seen.get("xen", "")
         info = parse_xl_info(self.run("xl info").stdout)

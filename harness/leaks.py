@@ -16,6 +16,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from . import evidence
 from .errors import ProductFailure
 from .host import Host
 
@@ -102,7 +103,8 @@ class LeakCheck:
 
     def watch(self, host: Host) -> None:
         if host.name not in self.before:
-            self.before[host.name] = (host, snapshot(host, self.script))
+            with evidence.step(f"leak check: note {host.name}'s state"):
+                self.before[host.name] = (host, snapshot(host, self.script))
 
     def leaks(self) -> dict[str, dict[str, list[str]]]:
         """Host name -> what is new there, after waiting for teardown to settle.
@@ -131,7 +133,8 @@ class LeakCheck:
 
     def verify(self) -> None:
         """Raise Leaked naming everything left behind, on every host watched."""
-        leaks = self.leaks()
+        with evidence.step(f"leak check: {self.after}"):
+            leaks = self.leaks()
         if leaks:
             raise Leaked(f"left behind after {self.after}: "
                          + " | ".join(describe(name, new) for name, new in leaks.items()))

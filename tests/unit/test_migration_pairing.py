@@ -10,11 +10,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
-from harness import migration_hosts
+from harness import evidence, migration_hosts
+from harness.errors import InfrastructureError
 from harness.health import HostHealth
 from harness.host import Host
 from harness.leaks import Leaked
@@ -29,6 +30,7 @@ from harness.migration_hosts import (
     unpair_hosts,
 )
 from harness.remote import CommandFailed, CommandResult, SSHUnavailable
+from harness.run_profile import step_phase
 
 ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHarnessLoginKeyOfTheLabxxxxxxxxxxxxxxxxxxx lab"
 
@@ -46,6 +48,7 @@ class FakeDom0:
         self.health = HostHealth(name)
         self.timeouts = {"command": 30.0}
         self.reachable = True
+        self.ssh = "true"  # the shell function standing in for ssh
         (root / "etc/ssh/ssh_config.d").mkdir(parents=True)
         (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n{link_address} {name}-link\n")
         (root / "root/.ssh").mkdir(parents=True, mode=0o700)
@@ -59,7 +62,7 @@ class FakeDom0:
             raise SSHUnavailable(f"{self.name}: cannot reach sshd")
         for real in ("/etc/hosts", "/etc/ssh/ssh_config.d", "/root/.ssh"):
             command = command.replace(real, str(self.path(real)))
-        process = subprocess.run(["bash", "-c", "ssh() { true; }\n" + command],
+        process = subprocess.run(["bash", "-c", f"ssh() {{ {self.ssh}; }}\n" + command],
                                  capture_output=True, text=True, timeout=30, check=False)
         result = CommandResult(self.name, command, process.returncode, process.stdout,
                                process.stderr, datetime.now(UTC), 0.0)
@@ -184,3 +187,50 @@ def test_a_dom0_that_does_not_answer_is_left_for_its_next_pairing(
     with paired(as_hosts(dom0s)):
         pass
     assert not vlab1.path(TRUST_DIR).exists()
+
+
+def test_the_pairings_leak_check_is_a_step_before_and_after(dom0s: list[FakeDom0]) -> None:
+    """Named steps, so that a run's profile counts their time (harness/run_profile.py)."""
+    steps: list[str] = []
+
+    class Recorder(evidence.LogSink):
+        def step(self, title: str) -> Any:
+            steps.append(title)
+            return super().step(title)
+
+    evidence.install(Recorder())
+    try:
+        with paired(as_hosts(dom0s)):
+            pass
+    finally:
+        evidence.install(None)
+    assert steps == ["leak check: note vlab1's state", "leak check: note vlab2's state",
+                     "leak check: their pairing for migration was removed"]
+    assert all(step_phase(title) == "leak check" for title in steps)
+
+
+def test_the_hosts_check_their_ssh_to_the_peers_side_by_side(dom0s: list[FakeDom0],
+                                                             tmp_path: Path) -> None:
+    log = tmp_path / "ssh.log"
+    for dom0 in dom0s:
+        # each check notes when it began and ended
+        dom0.ssh = (f'echo "{dom0.name} $(date +%s.%N) start" >> {log}; sleep 0.3; '
+                    f'echo "{dom0.name} $(date +%s.%N) end" >> {log}')
+    pair_hosts(as_hosts(dom0s))
+    spans = {}
+    for line in log.read_text().splitlines():
+        name, at, what = line.split()
+        first, last = spans.get(name, (float("inf"), 0.0))
+        spans[name] = (min(first, float(at)), last) if what == "start" else (first, float(at))
+    assert len(log.read_text().splitlines()) == 2 * 2 * 3  # every host to each peer
+    (start1, end1), (start2, end2) = spans["vlab1"], spans["vlab2"]
+    assert start2 < end1 and start1 < end2  # at the same time
+
+
+def test_a_failed_ssh_check_names_the_host_and_peer(dom0s: list[FakeDom0]) -> None:
+    dom0s[1].ssh = 'if [ "$5" = vlab1 ]; then echo "Permission denied (publickey)" >&2; ' \
+                   'return 255; fi'
+    with pytest.raises(InfrastructureError,
+                       match=r"vlab2: root cannot SSH to vlab1 after pairing .*"
+                             r"Permission denied \(publickey\)"):
+        pair_hosts(as_hosts(dom0s))
