@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import evidence
 from .errors import InfrastructureError
-from .guests.dom0 import ensure_console_logging
+from .guests.dom0 import ensure_console_logging, upload_guest_files
 from .guests.guest import Guest
 from .host import Host
 from .migration_checks import (
@@ -144,6 +144,8 @@ def migrate(guest: Guest, to: Host, *, options: Sequence[str] = (),
     before = since or GuestState.read(guest)
     probe = PingProbe(probe_from or to, guest.ip, guest.name)
     ensure_console_logging(to)  # the guest's console goes on in `to`'s log
+    if guest.config.type == "hvm":  # the destination's device model loads them again
+        upload_guest_files(to, guest.image)
     console_offset = guest.console_size_on(to)
     with evidence.step(f"{what}: {guest.name}"):
         probe.start()

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .build import XenBuild
 from .errors import ConfigError, InfrastructureError
+from .guests.dom0 import device_model_missing
 from .host import Host
 from .host_keys import known_hosts_name, trusted_keys
 from .leaks import LeakCheck
@@ -212,10 +213,12 @@ def _known_hosts(host: Host, hosts: Sequence[Host]) -> list[tuple[str, str]]:
 
 
 # Live migration tracks the pages a guest dirties (log-dirty). PV guests need shadow
-# paging for it; PVH guests use HAP's own log-dirty mode, or shadow paging on a machine
-# without HAP.
-LOG_DIRTY_PAGING = {"pv": ("shadow",), "pvh": ("hap", "shadow")}
-MIGRATION_GUEST_TYPES = tuple(LOG_DIRTY_PAGING)
+# paging for it; PVH and HVM guests use HAP's own log-dirty mode, or shadow paging on a
+# machine without HAP.
+LOG_DIRTY_PAGING = {"pv": ("shadow",), "pvh": ("hap", "shadow"), "hvm": ("hap", "shadow")}
+# What a migration scenario runs for unless its `guest_types` mark says otherwise: an HVM
+# guest boots for a minute under TCG, so only some scenarios take it on too.
+MIGRATION_GUEST_TYPES = ("pv", "pvh")
 
 
 def can_log_dirty(guest_type: str, virt_caps: str) -> bool:
@@ -238,7 +241,7 @@ def live_migration_unsupported(host: Host, guest_type: str) -> str | None:
     """Why this host's Xen cannot live-migrate a `guest_type` guest, or None."""
     caps = parse_xl_info(host.run("xl info").stdout).get("virt_caps", "")
     if can_log_dirty(guest_type, caps):
-        return None
+        return device_model_missing(host) if guest_type == "hvm" else None
     paging = " or ".join(f"{mode} paging" for mode in LOG_DIRTY_PAGING[guest_type])
     return (f"{guest_type.upper()} guests: {host.name}'s Xen has no {paging} (xl info "
             f"virt_caps: {caps!r}), which their live migration needs for log-dirty tracking")

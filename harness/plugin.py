@@ -69,6 +69,8 @@ MARKERS = {
     "area(name)": "scenario area: boot, guests, networking, storage, migration, supportconfig",
     "bug(ref, ...)": "bug references reproduced or guarded by the test (bsc#, boo#, ...)",
     "needs(capability)": "hardware the test needs (e.g. fc_hba); skipped where missing",
+    "before_build": "looks at a host before the build under test is installed on it: "
+                    "runs first in the session",
 }
 
 
@@ -282,6 +284,13 @@ class BootedHosts:
 
 
 WANTED_HOSTS = pytest.StashKey[tuple[str, ...]]()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`before_build` tests first (the sort keeps the order otherwise): on a fresh lab
+    their host is still as it came, and the boot of the build then starts from the
+    host they left running."""
+    items.sort(key=lambda item: item.get_closest_marker("before_build") is None)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -28,6 +28,19 @@ def device_models(host: Host) -> dict[str, bool]:
     return {path: host.run(f"test -x {shlex.quote(path)}", check=False).ok for path in found}
 
 
+def device_model_missing(host: Host) -> str | None:
+    """Why the host cannot run HVM guests for want of a device model, or None."""
+    models = device_models(host)
+    if not models:
+        return f"{host.name}: libxenlight names no qemu-system-i386 device model"
+    missing = [path for path, present in models.items() if not present]
+    if len(missing) < len(models):
+        return None
+    return (f"{host.name}: HVM guests need the device model {', '.join(missing)} (named by "
+            "libxenlight), which is not installed (Debian: package qemu-system-xen, not "
+            "part of this build)")
+
+
 def upload_guest_files(host: Host, image: GuestImage) -> None:
     """Copy kernel and initramfs to dom0 unless there already (their names carry
     their version: the kernel release, the initramfs's hash)."""

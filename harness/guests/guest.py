@@ -94,6 +94,7 @@ class Guest:
         self.config = config
         self.name = config.name
         self.host = host
+        self.image = image
         self.ip = config.ip
         self.mac = config.mac
         self.shell = GuestShell(config.name, config.ip, host, image.host_key)

@@ -59,10 +59,7 @@ def run_scenarios(paths: list[Path], reports: Path,
 VLAB_SKIP_REASONS = (
     "no FC HBA: /sys/class/fc_host does not exist",  # NPIV: no Fibre Channel here
     "does not read /libxl/suse/per-device-LIBXL_HOTPLUG_TIMEOUT",  # not a SUSE build
-    "(Debian: package qemu-system-xen, not part of this build)",  # HVM: no device model
     "(SUSE libxc-sr patches absent)",  # SUSE's migration knobs
-    # runs in the self-test session instead, before any build is installed
-    "runs Xen already (this test needs a host before the build is installed",
 )
 
 

@@ -3,8 +3,9 @@
 Procedure (once per host): create a PV guest (the harness's test guest: a Debian
 kernel and a busybox initramfs, on the bridge xenbr0), see it come up, talk to it, then
 end it both ways, `xl shutdown -w` and `xl destroy`; each time it must be gone from
-`xl list`. Then a stop/start loop, and the same guest booted as PVH; HVM where the host
-has the device model. Every guest's console log is attached to the report, and
+`xl list`. Then a stop/start loop, the same guest booted as PVH, and as HVM where the
+build has the device model (the kernel loaded by the guest's firmware, the console on
+its emulated serial port). Every guest's console log is attached to the report, and
 anything a test leaves on the host afterwards (domain, vif, xenstore path, loop
 device, file in /var/run/xen or /tmp) fails it as a leak.
 """
@@ -16,7 +17,7 @@ import time
 import pytest
 
 from harness.figures import Figures
-from harness.guests.dom0 import device_models
+from harness.guests.dom0 import device_model_missing
 from harness.guests.guest import GuestFactory
 from harness.guests.image import READY_MARKER, STOP_MARKER
 from harness.host import Host
@@ -89,16 +90,44 @@ def test_pvh_guest_comes_up(xen_host: Host, guests: GuestFactory, figures: Figur
     guest.shutdown()
 
 
-def test_hvm_guest_needs_a_device_model(xen_host: Host) -> None:
-    """HVM guests run only with the device model (QEMU) libxenlight execs for them;
-    the harness's HVM scenario is not written yet, so this says what the host has."""
+def test_hvm_guest_lifecycle(xen_host: Host, guests: GuestFactory, figures: Figures) -> None:
+    """An HVM guest: hvmloader and SeaBIOS load the test kernel, its console is the
+    emulated serial port (a file the device model writes), its network the vif through
+    PV drivers. `xl shutdown -w` ends it, and its device model with it."""
     skip_without_hvm_containers(xen_host)
-    models = device_models(xen_host)
-    assert models, "libxenlight names no qemu-system-i386 device model"
-    missing = [path for path, present in models.items() if not present]
-    if missing:
-        pytest.skip(f"{xen_host.name}: HVM guests need the device model "
-                    f"{', '.join(missing)} (named by libxenlight), which is not installed "
-                    f"(Debian: package qemu-system-xen, not part of this build)")
-    pytest.xfail("the device model is installed, but the HVM guest scenario is not "
-                 "written yet")
+    if (missing := device_model_missing(xen_host)) is not None:
+        pytest.skip(missing)
+    guest = guests(on=xen_host, type="hvm")
+    figures.add("xl create to SSH", guest.up_seconds or 0, "s")
+    domid = guest.domid()
+    assert '"type": "hvm"' in xen_host.run(f"xl list -l {guest.name}").stdout, \
+        "xl list -l does not show an HVM domain"
+    assert guest.run("cat /sys/hypervisor/guest_type").stdout.strip() == "HVM"
+    # hvmloader and SeaBIOS log to Xen's console (guest_loglvl=all); the option ROM
+    # that loads a kernel given to the device model is what SeaBIOS booted from
+    firmware = "\n".join(line for line in xen_host.run("xl dmesg").stdout.splitlines()
+                         if line.startswith(f"(d{domid}) "))
+    assert "Invoking SeaBIOS" in firmware and "Booting from ROM" in firmware, \
+        f"xl dmesg shows no firmware boot of domain {domid}:\n{firmware[-2000:]}"
+    assert device_model_running(xen_host, domid), f"no device model for domain {domid}"
+
+    console = guest.console_log()
+    assert f"{READY_MARKER} {guest.name}" in console, \
+        "the emulated serial port's file lacks the guest's ready marker"
+    # netfront took the vif (the emulated NIC is unplugged), and it reaches dom0
+    driver = guest.run("basename $(readlink /sys/class/net/eth0/device/driver)").stdout
+    assert driver.strip() == "vif", f"eth0 is driven by {driver.strip()}, not netfront"
+    assert guest.run("cat /sys/class/net/eth0/address").stdout.strip() == guest.mac
+    assert guest.answers_ping(), f"dom0 gets no ping reply from the guest at {guest.ip}"
+
+    guest.shutdown()
+    assert not guest.listed(), "the guest is still in xl list after its shutdown"
+    assert STOP_MARKER in guest.console_log(), "the guest did not power off in order"
+    assert not device_model_running(xen_host, domid), \
+        f"the device model of domain {domid} outlived its guest"
+
+
+def device_model_running(host: Host, domid: int) -> bool:
+    """A device model process serves domain `domid` (its command line names it; the
+    bracket keeps pgrep from matching the shell that runs it)."""
+    return host.run(f"pgrep -f -- '[-]xen-domid {int(domid)} '", check=False).ok

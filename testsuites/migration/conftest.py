@@ -27,13 +27,16 @@ UNMIGRATABLE = pytest.StashKey[dict[str, str]]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "knobs(name, ...): the `xl migrate` options a test "
                             "needs (SUSE's libxc-sr patches)")
+    config.addinivalue_line("markers", "guest_types(type, ...): the guest types a test "
+                            f"migrates (default: {', '.join(MIGRATION_GUEST_TYPES)})")
 
 
 @pytest.hookimpl(trylast=True)  # after the plugin's hosts: ids read [vlab1-vlab2-pvh]
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that live-migrates (`guest_type`) runs once per guest type the build can
-    live-migrate, as its hypervisor's Kconfig says: a build without shadow paging gets
-    no PV variants, and the run's header says why."""
+    """A test that live-migrates (`guest_type`) runs once per guest type of its
+    `guest_types` mark that the build can live-migrate, as its hypervisor's Kconfig
+    says: a build without shadow paging gets no PV variants, and the run's header says
+    why."""
     if "guest_type" not in metafunc.fixturenames:
         return
     config = metafunc.config
@@ -41,8 +44,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         lab = load_lab(config.getoption("--lab"), check_files=False)
         config.stash[UNMIGRATABLE] = unmigratable_guest_types(build_under_test(config, lab))
     unmigratable = config.stash[UNMIGRATABLE]
-    metafunc.parametrize("guest_type",
-                         [kind for kind in MIGRATION_GUEST_TYPES if kind not in unmigratable])
+    mark = metafunc.definition.get_closest_marker("guest_types")
+    kinds = mark.args if mark else MIGRATION_GUEST_TYPES
+    metafunc.parametrize("guest_type", [kind for kind in kinds if kind not in unmigratable])
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:

@@ -61,12 +61,13 @@ def files_of(bundle: SupportBundle, section: str, pattern: str) -> list[Path]:
     return sorted(path for path in bundle.directory.glob(pattern) if path in indexed)
 
 
+@pytest.mark.before_build
 def test_xen_section_skipped_on_a_host_without_xen(lab_host: Host, xenhil: XenhilRun) -> None:
     capabilities = lab_host.run("cat /proc/xen/capabilities", check=False).stdout.strip()
     if capabilities == "control_d":
-        pytest.skip(f"{lab_host.name} runs Xen already (this test needs a host before the "
-                    "build is installed: run this area first on a fresh lab); the unit "
-                    "tests check an archive recorded from plain Debian")
+        pytest.skip(f"{lab_host.name} runs Xen already (this test needs a host the build "
+                    "was never installed on, as a fresh virtual lab has); the unit tests "
+                    "check an archive recorded from plain Debian")
     bundle = bundle_of(lab_host, xenhil)
     assert XEN_SECTION in bundle.index.not_run, bundle.index.render()
     assert "not a Xen dom0" in bundle.index.not_run[XEN_SECTION]
