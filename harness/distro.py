@@ -24,6 +24,10 @@ class Distro(ABC):
     grub_cfg: str
     regenerate_grub: str
     grub_defaults_file: str  # where grub_settings writes
+    # Regenerating commands the packages' maintainer scripts look up through PATH: a
+    # no-op stand-in first in PATH keeps the install from regenerating grub.cfg itself.
+    grub_regenerators_on_path: tuple[str, ...]
+    grub_editenv: str  # grub-editenv on the grubenv that GRUB_DEFAULT=saved reads
     xen_services: tuple[str, ...]  # systemd units active on a healthy dom0
     support_collector: SupportCollector
     # Makes xenconsoled log guest consoles (restarts it).
@@ -44,6 +48,15 @@ class Distro(ABC):
     @staticmethod
     def setting_line(key: str, value: str) -> str:
         return f"{key}={shlex.quote(value)}"
+
+    def set_saved_entry(self, path: str) -> str:
+        """Shell making `path` (ids joined by `>`) the entry GRUB_DEFAULT=saved boots."""
+        return f"{self.grub_editenv} set {shlex.quote('saved_entry=' + path)}"
+
+    @property
+    def list_grubenv(self) -> str:
+        """Shell printing grubenv's variables, one `name=value` a line."""
+        return f"{self.grub_editenv} list"
 
 
 def _quoted(words: list[str]) -> str:
@@ -98,6 +111,10 @@ DEBIAN: Distro = _Debian(
     grub_cfg="/boot/grub/grub.cfg",
     regenerate_grub="update-grub",
     grub_defaults_file="/etc/default/grub.d/zz-xenhil.cfg",
+    # The postinst of xen-hypervisor-* and xen-hypervisor-common: `if command -v
+    # update-grub > /dev/null && [ -d /boot/grub ]; then update-grub || :; fi`.
+    grub_regenerators_on_path=("update-grub",),
+    grub_editenv="grub-editenv /boot/grub/grubenv",
     xen_services=("xen", "xendomains"),
     support_collector="sos",
     console_logging=(
@@ -111,6 +128,11 @@ SUSE: Distro = _Suse(
     grub_cfg="/boot/grub2/grub.cfg",
     regenerate_grub="grub2-mkconfig -o /boot/grub2/grub.cfg",
     grub_defaults_file="/etc/default/grub",
+    # The xen package's %post runs /sbin/update-bootloader --refresh, which runs
+    # /usr/sbin/grub2-mkconfig (perl-Bootloader's grub2/config): absolute paths, so
+    # PATH cannot stop that regeneration; it comes on top of the harness's own.
+    grub_regenerators_on_path=(),
+    grub_editenv="grub2-editenv /boot/grub2/grubenv",
     xen_services=("xencommons", "xendomains"),
     support_collector="supportconfig",
     console_logging=(

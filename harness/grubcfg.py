@@ -1,8 +1,10 @@
 """Find the Xen entry of a build in a generated grub.cfg (as osstest does).
 
-grub.cfg nests `menuentry` inside `submenu`; GRUB_DEFAULT accepts the path of ids from
-the top, joined by `>`. An entry boots Xen when it loads a hypervisor with
-`multiboot2`/`multiboot` and the dom0 kernel with `module2`/`module`.
+grub.cfg nests `menuentry` inside `submenu`; GRUB's `default` names an entry in a
+submenu by the path of ids from the top, joined by `>` (GRUB manual, "default").
+GRUB_DEFAULT sets it, or with GRUB_DEFAULT=saved grubenv's saved_entry does. An entry
+boots Xen when it loads a hypervisor with `multiboot2`/`multiboot` and the dom0 kernel
+with `module2`/`module`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class GrubEntry:
 
     @property
     def default_path(self) -> str:
-        """The value for GRUB_DEFAULT (ids are stable across regenerations, titles too)."""
+        """The value for saved_entry or GRUB_DEFAULT (ids are stable across
+        regenerations, titles too)."""
         return ">".join(self.ids)
 
     @property
@@ -106,3 +109,12 @@ def find_xen_entry(entries: list[GrubEntry], hypervisor: str) -> GrubEntry:
     raise GrubEntryNotFound(
         f"no GRUB entry boots {hypervisor}; entries boot: "
         f"{', '.join(booting_xen) or 'no hypervisor at all'}")
+
+
+def parse_saved_entry(grubenv: str) -> str | None:
+    """saved_entry in `grub-editenv FILE list` output; None if unset."""
+    for line in grubenv.splitlines():
+        name, equals, value = line.partition("=")
+        if equals and name == "saved_entry":
+            return value
+    return None

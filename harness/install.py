@@ -1,10 +1,12 @@
 """Install a Xen build on a host and make it the next boot.
 
-Steps, each in the host's transcript: copy the packages, install them with the host's
-package manager, regenerate the GRUB configuration, pick the entry that boots this
-build's hypervisor (osstest's way: parse grub.cfg, set GRUB_DEFAULT to its path), set
-the Xen command line, regenerate again. Booting it and verifying the version is the
-strategy's job (harness.strategy).
+Steps, each one command in the host's transcript: copy the packages, put a no-op
+update-grub first in PATH, write the GRUB settings (GRUB_DEFAULT=saved, the Xen command
+line, the serial terminal), install the packages with the host's package manager (their
+maintainer scripts find the no-op), regenerate grub.cfg once, pick the entry that boots
+this build's hypervisor (osstest's way: parse grub.cfg, take its id path) and save it as
+grubenv's saved_entry. Booting it and verifying the version is the strategy's job
+(harness.strategy).
 """
 
 from __future__ import annotations
@@ -15,13 +17,20 @@ import subprocess
 
 from .build import XenBuild
 from .distro import Distro, distro
-from .grubcfg import GrubEntry, GrubEntryNotFound, find_xen_entry, parse_grub_cfg
+from .grubcfg import (
+    GrubEntry,
+    GrubEntryNotFound,
+    find_xen_entry,
+    parse_grub_cfg,
+    parse_saved_entry,
+)
 from .lab import XEN_CONSOLES, HostSpec
 from .remote import RemoteHost
 
 log = logging.getLogger(__name__)
 
 STAGING_DIR = "/var/tmp/xenhil-build"
+SHIM_DIR = f"{STAGING_DIR}/bin"  # first in PATH during the package install only
 
 
 def xen_cmdline(spec: HostSpec) -> str:
@@ -42,9 +51,36 @@ def grub_serial(spec: HostSpec) -> str:
 
 
 def boot_settings(spec: HostSpec) -> dict[str, str]:
-    """The GRUB settings every boot of a build needs, besides the default entry."""
-    return {"GRUB_CMDLINE_XEN_DEFAULT": xen_cmdline(spec),
+    """The GRUB settings every boot of a build needs. The entry itself is grubenv's
+    saved_entry, set after the one regeneration: choosing it needs the generated
+    grub.cfg, and GRUB_DEFAULT=saved reads it at boot without another regeneration.
+    GRUB_SAVEDEFAULT=true would overwrite it at every boot with the booted entry."""
+    return {"GRUB_DEFAULT": "saved",
+            "GRUB_SAVEDEFAULT": "false",
+            "GRUB_CMDLINE_XEN_DEFAULT": xen_cmdline(spec),
             "GRUB_SERIAL_COMMAND": grub_serial(spec)}
+
+
+def grub_shims(dist: Distro) -> str | None:
+    """Shell writing a no-op for each regenerating command the packages' scripts find
+    through PATH; None where they find none."""
+    if not dist.grub_regenerators_on_path:
+        return None
+    commands = [f"mkdir -p {SHIM_DIR}"]
+    for name in dist.grub_regenerators_on_path:
+        script = (f"#!/bin/sh\necho '{name}: skipped during the package install; "
+                  "xen-hil regenerates grub.cfg once afterwards'\nexit 0\n")
+        commands.append(f"printf %s {shlex.quote(script)} > {SHIM_DIR}/{name} && "
+                        f"chmod +x {SHIM_DIR}/{name}")
+    return " && ".join(commands)
+
+
+def install_command(dist: Distro, files: list[str]) -> str:
+    """The package install, with the shims first in PATH where there are any."""
+    command = dist.install_packages(files)
+    if dist.grub_regenerators_on_path:
+        command = f"PATH={SHIM_DIR}:$PATH {command}"
+    return command
 
 
 def hypervisor_image(build: XenBuild) -> str:
@@ -70,8 +106,9 @@ def _grub_entries(remote: RemoteHost, dist: Distro) -> list[GrubEntry]:
 
 def installed_entry(remote: RemoteHost, spec: HostSpec, build: XenBuild) -> GrubEntry | None:
     """The Xen entry of `build` if the host has it installed already, exactly: every
-    package at the build's version, and GRUB set up by us to boot it with this lab's
-    Xen command line and serial terminal. None if anything differs."""
+    package at the build's version, GRUB set up by us with this lab's Xen command line
+    and serial terminal, and grubenv's saved_entry naming the entry. None if anything
+    differs."""
     dist = distro(spec.family)
     wanted = {package.name: package.version for package in build.packages}
     output = remote.run(dist.installed_versions(sorted(wanted)), check=False).stdout
@@ -83,10 +120,11 @@ def installed_entry(remote: RemoteHost, spec: HostSpec, build: XenBuild) -> Grub
     except GrubEntryNotFound:
         return None
     settings = remote.run(f"cat {shlex.quote(dist.grub_defaults_file)}", check=False).stdout
-    lines = set(settings.splitlines())
-    expected = {dist.setting_line("GRUB_DEFAULT", entry.default_path)} | {
-        dist.setting_line(key, value) for key, value in boot_settings(spec).items()}
-    return entry if expected <= lines else None
+    expected = {dist.setting_line(key, value) for key, value in boot_settings(spec).items()}
+    if not expected <= set(settings.splitlines()):
+        return None
+    grubenv = remote.run(dist.list_grubenv, check=False).stdout
+    return entry if parse_saved_entry(grubenv) == entry.default_path else None
 
 
 def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
@@ -105,22 +143,19 @@ def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
         target = f"{STAGING_DIR}/{package.path.name}"
         remote.put(package.path, target)
         files.append(target)
-    cmdline = boot_settings(spec)
-    # Set before installing: where the package regenerates grub.cfg itself (Debian's
-    # does), that run already has the command line, and one regeneration is saved.
-    remote.run(dist.grub_settings(cmdline))
+    shims = grub_shims(dist)
+    if shims is not None:
+        remote.run(shims)
+    # Before the install: a package script that regenerates grub.cfg all the same
+    # (SUSE's, by absolute path) then writes the right configuration too.
+    remote.run(dist.grub_settings(boot_settings(spec)))
     log.info("%s: installing %s (%d packages)", spec.name, build.label, len(files))
-    remote.run(dist.install_packages(files), timeout=timeout)
-    hypervisor = hypervisor_image(build)
-    try:
-        entry = find_xen_entry(_grub_entries(remote, dist), hypervisor)
-    except GrubEntryNotFound:
-        remote.run(dist.regenerate_grub, timeout=timeout)
-        entry = find_xen_entry(_grub_entries(remote, dist), hypervisor)
-    remote.run(dist.grub_settings({"GRUB_DEFAULT": entry.default_path, **cmdline}))
+    remote.run(install_command(dist, files), timeout=timeout)
     remote.run(dist.regenerate_grub, timeout=timeout)
-    # The entry's id path must still exist after regeneration.
-    find_xen_entry(_grub_entries(remote, dist), hypervisor)
+    entry = find_xen_entry(_grub_entries(remote, dist), hypervisor_image(build))
+    # saved_entry is read as GRUB's `default`, which takes a path of ids from the top,
+    # joined by `>`, for an entry in a submenu (GRUB manual, "default").
+    remote.run(dist.set_saved_entry(entry.default_path))
     # The next step is a power cycle, not a clean reboot: nothing may stay in the cache.
     remote.run(f"rm -rf {STAGING_DIR} && sync")
     log.info("%s: next boot: %s", spec.name, entry.title)

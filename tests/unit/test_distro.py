@@ -12,6 +12,7 @@ import pytest
 
 from harness.distro import DEBIAN, SUSE, Distro, distro
 from harness.errors import ConfigError
+from harness.grubcfg import parse_saved_entry
 from harness.support import COLLECTORS
 
 HOSTILE = "/var/tmp/xenhil-build/a b;rm -rf x.deb"
@@ -62,6 +63,31 @@ def test_grub_paths_and_regeneration() -> None:
         "/boot/grub/grub.cfg", "update-grub", "/etc/default/grub.d/zz-xenhil.cfg")
     assert (SUSE.grub_cfg, SUSE.regenerate_grub, SUSE.grub_defaults_file) == (
         "/boot/grub2/grub.cfg", "grub2-mkconfig -o /boot/grub2/grub.cfg", "/etc/default/grub")
+    assert DEBIAN.grub_regenerators_on_path == ("update-grub",)
+    assert SUSE.grub_regenerators_on_path == ()  # its %post uses absolute paths
+
+
+# A submenu entry's path, as GrubEntry.default_path gives it.
+NESTED = "gnulinux-advanced-x>xen-hypervisor-4.17-amd64-x>xen-gnulinux-6.1.0-50-amd64-advanced-x"
+
+
+def test_saved_entry_commands() -> None:
+    assert DEBIAN.set_saved_entry(NESTED) == (
+        f"grub-editenv /boot/grub/grubenv set 'saved_entry={NESTED}'")
+    assert SUSE.set_saved_entry(NESTED) == (
+        f"grub2-editenv /boot/grub2/grubenv set 'saved_entry={NESTED}'")
+    assert (DEBIAN.list_grubenv, SUSE.list_grubenv) == (
+        "grub-editenv /boot/grub/grubenv list", "grub2-editenv /boot/grub2/grubenv list")
+
+
+def test_saved_entry_round_trip_through_grub_editenv(tmp_path: Path) -> None:
+    grubenv = tmp_path / "grubenv"
+    debian = dataclasses.replace(DEBIAN, grub_editenv=f"grub-editenv {grubenv}")
+    subprocess.run(["bash", "-c", debian.set_saved_entry(NESTED)], cwd=tmp_path, check=True)
+    listed = subprocess.run(["bash", "-c", debian.list_grubenv], capture_output=True,
+                            text=True, check=True).stdout
+    assert parse_saved_entry(listed) == NESTED
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grubenv"]  # no file named by `>`
 
 
 SETTINGS = {"GRUB_DEFAULT": "gnulinux-advanced-x>xen-y",

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.grubcfg import GrubEntryNotFound, find_xen_entry, parse_grub_cfg
+from harness.grubcfg import (
+    GrubEntryNotFound,
+    find_xen_entry,
+    parse_grub_cfg,
+    parse_saved_entry,
+)
 
 CFG = (Path(__file__).parent.parent / "data/grub/debian12-xen-4.17.cfg").read_text()
 UUID = "10210e26-d78a-41a2-a854-14d8bcf9d052"
@@ -49,3 +54,9 @@ def test_missing_hypervisor_lists_what_the_entries_boot() -> None:
     with pytest.raises(GrubEntryNotFound, match=r"no GRUB entry boots /boot/xen-4.18.gz; "
                        r"entries boot: /boot/xen-4.17-amd64.efi, /boot/xen-4.17-amd64.gz"):
         find_xen_entry(parse_grub_cfg(CFG), "/boot/xen-4.18.gz")
+
+
+def test_saved_entry_from_grub_editenv_list() -> None:
+    listed = "next_entry=\nsaved_entry=a>b>c\nsaved_entry_x=d\n"
+    assert parse_saved_entry(listed) == "a>b>c"
+    assert parse_saved_entry("next_entry=\n# saved_entry=a\n") is None
