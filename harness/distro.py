@@ -14,6 +14,7 @@ from typing import Literal
 from .errors import ConfigError
 
 SupportCollector = Literal["sos", "supportconfig"]  # harness.support has one of each
+APT_DPKG_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # apt's default DPkg::Path
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ class Distro(ABC):
     console_logging: str
 
     @abstractmethod
-    def install_packages(self, files: list[str]) -> str:
-        """Shell installing these local package files, downgrades allowed."""
+    def install_packages(self, files: list[str], scripts_path_first: str | None = None) -> str:
+        """Shell installing these local package files, downgrades allowed; the packages'
+        scripts look up commands in `scripts_path_first` before the system's."""
 
     @abstractmethod
     def installed_versions(self, names: list[str]) -> str:
@@ -65,12 +67,16 @@ def _quoted(words: list[str]) -> str:
 
 @dataclass(frozen=True)
 class _Debian(Distro):
-    def install_packages(self, files: list[str]) -> str:
+    def install_packages(self, files: list[str], scripts_path_first: str | None = None) -> str:
         # Local files only: hosts may have no package mirror. Downgrades are how a
         # bisection goes back to an older build.
         # A dpkg lock still held (a run killed mid-install) is waited for, not fatal.
+        # apt runs dpkg, and so the maintainer scripts, with PATH set to DPkg::Path,
+        # not the caller's.
+        path = (f"-o DPkg::Path={shlex.quote(scripts_path_first)}:{APT_DPKG_PATH} "
+                if scripts_path_first else "")
         return ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades "
-                "--no-install-recommends -o DPkg::Lock::Timeout=120 "
+                f"--no-install-recommends -o DPkg::Lock::Timeout=120 {path}"
                 "-o Dpkg::Options::=--force-confdef "
                 f"-o Dpkg::Options::=--force-confold {_quoted(files)}")
 
@@ -87,7 +93,9 @@ class _Debian(Distro):
 
 @dataclass(frozen=True)
 class _Suse(Distro):
-    def install_packages(self, files: list[str]) -> str:
+    def install_packages(self, files: list[str], scripts_path_first: str | None = None) -> str:
+        if scripts_path_first:  # rpm sets its scriptlets' PATH (_install_script_path)
+            raise ValueError("zypper installs offer no PATH for the packages' scripts")
         return ("zypper --non-interactive install --oldpackage --allow-unsigned-rpm "
                 f"{_quoted(files)}")
 

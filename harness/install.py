@@ -76,11 +76,9 @@ def grub_shims(dist: Distro) -> str | None:
 
 
 def install_command(dist: Distro, files: list[str]) -> str:
-    """The package install, with the shims first in PATH where there are any."""
-    command = dist.install_packages(files)
-    if dist.grub_regenerators_on_path:
-        command = f"PATH={SHIM_DIR}:$PATH {command}"
-    return command
+    """The package install, with the shims first in its scripts' PATH where there are
+    any."""
+    return dist.install_packages(files, SHIM_DIR if dist.grub_regenerators_on_path else None)
 
 
 def hypervisor_image(build: XenBuild) -> str:

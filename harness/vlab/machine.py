@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..console_transport import RawTCPPort, RFC2217Port
+from ..console_transport import RawTCPPort, RFC2217Port, SOLPort
 from ..lab import HostSpec
 
 # com1's chardev when the lab file reaches the console another way than QEMU's socket
@@ -83,6 +83,11 @@ class VirtualHost:
         return isinstance(self.spec.console, RawTCPPort | RFC2217Port)
 
     @property
+    def com2_read(self) -> bool:
+        """Whether the lab reads com2: through the BMC's Serial-over-LAN."""
+        return isinstance(self.spec.console, SOLPort)
+
+    @property
     def start_script(self) -> Path:
         return self.run_dir / "power-on.sh"
 
@@ -121,8 +126,11 @@ class VirtualHost:
                         f"wait={'on' if self.com1_read else 'off'},"
                         f"logfile={self.qemu_com1_log},logappend=on",
             "-serial", "chardev:com1",
+            # The same for com2 when SOL carries the console: the BMC connects to it
+            # (again 10 s after a power cycle), and SOL misses nothing.
             "-chardev", f"socket,id=com2,host={self.address},port={SOL_PORT},server=on,"
-                        f"wait=off,logfile={self.qemu_com2_log},logappend=on",
+                        f"wait={'on' if self.com2_read else 'off'},"
+                        f"logfile={self.qemu_com2_log},logappend=on",
             "-serial", "chardev:com2",
             "-chardev", f"socket,id=ipmi0,host={self.address},port={BMC_VM_PORT},reconnect=2",
             "-device", "ipmi-bmc-extern,chardev=ipmi0,id=bmc0",

@@ -386,9 +386,10 @@ def test_the_lab_file_s_console_reaches_the_recorder_the_driver_and_xen(
         environment.cleanup()
 
 
-def test_virtual_lab_serves_com1_behind_ser2net_and_leaves_it_unwaited_with_sol(
+def test_virtual_lab_waits_for_the_reader_of_the_uart_the_console_is_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The e2e lab: vlab1 through a ser2net in front of QEMU's com1, vlab2 through SOL."""
+    """The e2e lab: vlab1 through a ser2net in front of QEMU's com1, vlab2 through SOL:
+    vlab1's QEMU waits for its com1 reader, vlab2's for the BMC on com2, not on com1."""
     from harness.vlab.control import virtual_hosts
 
     monkeypatch.setenv("XENHIL_CACHE", str(tmp_path / "cache"))
@@ -406,7 +407,8 @@ def test_virtual_lab_serves_com1_behind_ser2net_and_leaves_it_unwaited_with_sol(
                 for host in (first, second)]
     assert chardevs[0][0].startswith("socket,id=com1,host=127.0.1.1,port=6231,server=on,wait=on,")
     assert chardevs[1][0].startswith("socket,id=com1,host=127.0.1.2,port=6231,server=on,wait=off,")
-    assert chardevs[1][1].startswith("socket,id=com2,host=127.0.1.2,port=6232,server=on,wait=off,")
+    assert chardevs[1][1].startswith("socket,id=com2,host=127.0.1.2,port=6232,server=on,wait=on,")
+    assert chardevs[0][1].startswith("socket,id=com2,host=127.0.1.1,port=6232,server=on,wait=off,")
     assert (first.spec.console.endpoint, xen_cmdline(first.spec).split()[:2]) == (
         "rfc2217://127.0.1.1:6234", ["console=com1", "com1=115200,8n1"])
     assert (second.spec.console.endpoint, xen_cmdline(second.spec).split()[:2]) == (

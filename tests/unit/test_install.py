@@ -67,15 +67,19 @@ class FakeHost:
             stand_in(programs / regenerate, f"echo {regenerate} >> {state}/regenerations\n"
                      f"cp {GRUB_CFG} {root}/boot/{cfg}/grub.cfg\n")
         postinst = POSTINST.replace("/boot/grub", f"{root}/boot/grub")
-        # Each of the two hypervisor packages runs the postinst line.
-        stand_in(programs / "apt-get", f"{postinst}\n{postinst}\n"
+        self.path = f"{programs}:/usr/bin:/bin"
+        # Each of the two hypervisor packages runs the postinst line, with PATH as apt
+        # sets it for dpkg: DPkg::Path, not the caller's.
+        stand_in(programs / "apt-get",
+                 f"PATH={self.path}\n"
+                 'for arg; do case $arg in DPkg::Path=*) PATH=${arg#*=} ;; esac; done\n'
+                 f"{postinst}\n{postinst}\n"
                  f"cp {state}/to-install {state}/installed\n")
         stand_in(programs / "zypper", f"cp {state}/to-install {state}/installed\n")
         stand_in(programs / "dpkg-query", f"sed 's/$/ ii/' {state}/installed\n")
         stand_in(programs / "rpm", f"cat {state}/installed\n")
         stand_in(programs / "grub2-editenv", 'exec grub-editenv "$@"\n')
         stand_in(programs / "sync", "")  # not the test machine's disks
-        self.path = f"{programs}:/usr/bin:/bin"
 
     def host_path(self, path: str) -> Path:
         return self.root / path.lstrip("/")
@@ -159,7 +163,7 @@ def test_debian_install_regenerates_once_and_saves_the_entry(
         "grub.cfg once afterwards'\"'\"'\nexit 0\n' > /var/tmp/xenhil-build/bin/update-grub"
         " && chmod +x /var/tmp/xenhil-build/bin/update-grub",
         DEBIAN.grub_settings(boot_settings(spec)),
-        f"PATH={SHIM_DIR}:$PATH {DEBIAN.install_packages(staged(build))}",
+        DEBIAN.install_packages(staged(build), SHIM_DIR),
         "update-grub",
         "cat /boot/grub/grub.cfg",
         f"grub-editenv /boot/grub/grubenv set saved_entry={XEN_ENTRY}",
@@ -168,7 +172,7 @@ def test_debian_install_regenerates_once_and_saves_the_entry(
     assert host.timeouts[4:6] == [TIMEOUT, TIMEOUT]  # the install and the regeneration
     # The packages' two postinst runs found the shim; only the harness regenerated.
     assert host.regenerations() == ["update-grub"]
-    assert [c for c in host.commands if SHIM_DIR + ":$PATH" in c] == [host.commands[4]]
+    assert [c for c in host.commands if f"DPkg::Path={SHIM_DIR}:" in c] == [host.commands[4]]
     assert not host.host_path(STAGING_DIR).exists()
     settings = host.host_path(DEBIAN.grub_defaults_file).read_text().splitlines()
     assert "GRUB_DEFAULT=saved" in settings and "GRUB_SAVEDEFAULT=false" in settings
@@ -188,7 +192,8 @@ def test_the_shim_answers_the_postinst_during_the_install_only(
         "update-grub: skipped during the package install; xen-hil regenerates grub.cfg "
         "once afterwards"] * 2
     assert host.regenerations() == []
-    host.run(DEBIAN.install_packages(staged(build)))  # the shim is there, not on PATH
+    # the shim first on the caller's PATH does nothing: apt resets it for dpkg
+    host.run(f"PATH={SHIM_DIR}:$PATH {DEBIAN.install_packages(staged(build))}")
     assert host.regenerations() == ["update-grub"] * 2
     assert grub_shims(SUSE) is None
     assert install_command(SUSE, staged(build)) == SUSE.install_packages(staged(build))
