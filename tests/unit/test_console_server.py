@@ -5,30 +5,13 @@ read by the harness's recorder over RFC 2217."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from harness.com1 import Com1Recorder
 from harness.console_transport import RFC2217Port
-from tests.console_server import Ser2net, console_server
-from tests.unit.test_com1 import ConsoleServer, free_port
+from tests.console_server import Ser2net
+from tests.unit.test_com1 import ConsoleServer
 from tests.unit.test_console_transports import EVERY_BYTE, markers, wait_marker, wait_raw
-
-
-@pytest.fixture
-def com1() -> Iterator[ConsoleServer]:
-    server = ConsoleServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def ser2net(tmp_path: Path, com1: ConsoleServer) -> Iterator[Ser2net]:
-    with console_server(("127.0.0.1", com1.port), "127.0.0.1", free_port(), tmp_path,
-                        settle=1.0) as server:
-        yield server
 
 
 def test_the_first_bytes_are_recorded_and_power_cycles_leave_no_gap(

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from harness.drivers.com1console import Com1ConsoleDriver
 from harness.exported_console import ConsoleNotExported, PlaceSerialPort, unserved_consoles
 from harness.lab import DEFAULT_LAB, Lab, load_lab
 from harness.locking import host_locks, lock
-from tests.console_server import Ser2net, console_server
+from tests.console_server import Ser2net
 from tests.coordinator import running_exporter, stop
 from tests.unit.test_com1 import ConsoleServer, free_port
 from tests.unit.test_console_transports import EVERY_BYTE, markers, wait_raw
@@ -33,19 +32,6 @@ PLACE = "vlab-vlab1"
 RESOLVE_TIMEOUT = 10.0
 
 
-@pytest.fixture
-def com1() -> Iterator[ConsoleServer]:
-    """The host's UART, as the machine end of the serial line."""
-    server = ConsoleServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def ser2net(tmp_path: Path, com1: ConsoleServer) -> Iterator[Ser2net]:
-    with console_server(("127.0.0.1", com1.port), "127.0.0.1", free_port(), tmp_path,
-                        settle=1.0) as server:
-        yield server
 
 
 @pytest.fixture
