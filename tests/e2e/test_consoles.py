@@ -15,7 +15,7 @@ labs/vlab.yaml, as a lab engineer would try a real lab's console server and BMCs
 
 Each needs root and the virtual lab down; from the checkout, e.g.
   .venv/bin/pytest -p no:cacheprovider tests/e2e/test_consoles.py -k rfc2217
-Lab time under TCG, about: 1. 8 min, 2. 3 min, 3. 1.5 min.
+Lab time under TCG, about: 1. 4 min, 2. 3 min, 3. 1.5 min.
 """
 
 from __future__ import annotations
