@@ -148,7 +148,9 @@ class Guest:
 
         timeout = self.host.timeouts["guest_boot"]
         try:
-            self.host.wait_for(f"guest {self.name} up", up, timeout, interval=1)
+            # each poll is one read of the console log: twice a second costs little,
+            # and a whole run has dozens of guests
+            self.host.wait_for(f"guest {self.name} up", up, timeout, interval=0.5)
         except TimeoutError:
             seen = ("its ready marker, but no SSH" if self.ready_seconds is not None
                     else "no ready marker")

@@ -2,14 +2,12 @@
 from it (answering again), and kept running: its counter continues, its uptime and boot
 id are those of before. Twice in a row. Then a checkpoint (`xl save -c`): the guest runs
 on, and a restore from the checkpoint brings back the guest as it was at that moment.
-An HVM guest once, where the build has the device model: its state is saved with the
-guest's memory."""
+(An HVM guest is saved and restored in test_live_migration.py, before it migrates.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.guests.dom0 import device_model_missing
 from harness.guests.guest import GuestFactory
 from harness.host import Host
 from harness.migration import restore, save
@@ -38,21 +36,6 @@ def test_save_restore_twice(host_pair: tuple[Host, Host], guests: GuestFactory) 
         check_kept_running(guest, before, after, f"save/restore #{round_}")
         check_counting(guest, after)
         host.run(f"rm -f {path}")
-
-
-def test_hvm_save_restore(xen_host: Host, guests: GuestFactory) -> None:
-    if (missing := device_model_missing(xen_host)) is not None:
-        pytest.skip(missing)
-    guest = guests(on=xen_host, type="hvm")
-    before = GuestState.read(guest)
-    path, _ = save(guest)
-    assert not guest.listed(), "the saved guest is still in xl list"
-    restore(guest, path)
-    check_runs_only_on(guest, xen_host, [])
-    after = GuestState.read(guest)
-    check_kept_running(guest, before, after, "HVM save/restore")
-    check_counting(guest, after)
-    xen_host.run(f"rm -f {path}")
 
 
 def test_checkpoint_save(host_pair: tuple[Host, Host], guests: GuestFactory) -> None:
