@@ -118,7 +118,8 @@ def process_alive(pid: int, expected: str) -> bool:
     return state != "Z" and expected.encode() in cmdline
 
 
-def _stop(pid_file: Path, expected: str, what: str) -> None:
+def _stop(pid_file: Path, expected: str, what: str) -> int | None:
+    """Stop the process of `pid_file` by its PID; returns the PID if it ran."""
     pid = _read_pid(pid_file)
     if pid is not None and process_alive(pid, expected):
         os.kill(pid, signal.SIGTERM)
@@ -133,7 +134,24 @@ def _stop(pid_file: Path, expected: str, what: str) -> None:
                 time.sleep(0.05)
         _reap(pid)
         log.info("stopped %s (PID %d)", what, pid)
+        pid_file.unlink(missing_ok=True)
+        return pid
     pid_file.unlink(missing_ok=True)
+    return None
+
+
+def _await_power_off_line(host: VirtualHost, pid: int) -> None:
+    """Until the BMC log has the power-off line of machine `pid`: its watcher polls
+    (`tail -s 0.2`), and a run that gives its hosts back right after stopping the lab
+    must find the line inside its window."""
+    line = f"power off: machine PID {pid} ended"
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        if host.bmc_log.exists() and line in host.bmc_log.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    log.warning("%s: no power-off line for machine PID %d in %s", host.name, pid,
+                host.bmc_log)
 
 
 def _reap(pid: int) -> None:
@@ -299,7 +317,9 @@ def down(lab: Lab) -> None:
         # The BMC first: it starts QEMU (power on, power cycle), so with it still there
         # a QEMU could start after the one of the PID file was stopped.
         _stop(host.bmc_pid_file, "ipmi_sim", f"{host.name} BMC")
-        _stop(host.qemu_pid_file, "qemu-system", f"{host.name} QEMU")
+        machine = _stop(host.qemu_pid_file, "qemu-system", f"{host.name} QEMU")
+        if machine is not None:
+            _await_power_off_line(host, machine)
     # A killed process's sockets can take a moment to be released.
     deadline = time.monotonic() + 5
     while True:
