@@ -58,13 +58,15 @@ class Profile:
 PROFILES = {
     "default": Profile(("testsuites",), "every scenario the virtual lab can run (make run)"),
     "boot": Profile(("testsuites/boot",), "boot scenarios only: install, boot, verify"),
-    "guests": Profile(("testsuites/guests",), "guest scenarios only: PV guest lifecycle"),
+    "guests": Profile(("testsuites/guests",),
+                      "guest scenarios only: PV, PVH and HVM guest lifecycle"),
     "storage": Profile(("testsuites/storage",), "storage scenarios: NPIV guest disks (FC "
                        "hosts), many-disks hotplug timeout"),
     "supportconfig": Profile(("testsuites/supportconfig",),
                              "support bundles (supportconfig / sos) with guests running"),
     "migration": Profile(("testsuites/migration",),
-                         "save/restore, local and live migration (two hosts)"),
+                         "save/restore, local and live migration (two hosts; PVH, PV "
+                         "where the build can, an HVM guest)"),
     "areas": Profile(("testsuites/boot/test_boot.py::test_expected_xen_version_booted",
                       "testsuites/guests/test_lifecycle.py::test_pv_guest_shutdown_then_destroy",
                       "testsuites/networking/test_bridged.py::"
