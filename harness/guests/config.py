@@ -64,11 +64,8 @@ class GuestConfig:
 
     @property
     def console(self) -> str:
-        """The guest kernel's console: Xen's PV console, or HVM's emulated serial port.
-        Each byte on an emulated UART is a trap into the device model (the kernel's
-        info messages took 20 s of an HVM boot under TCG): there, the kernel shows
-        warnings and worse (panics too), and /init's lines follow."""
-        return "ttyS0 loglevel=4" if self.type == "hvm" else "hvc0"
+        """The guest kernel's console: Xen's PV console, or HVM's emulated serial port."""
+        return "ttyS0" if self.type == "hvm" else "hvc0"
 
     @property
     def console_log(self) -> str:
@@ -81,7 +78,12 @@ class GuestConfig:
     @property
     def extra(self) -> str:
         """The guest kernel's command line: console, and what the guest's /init reads."""
-        extra = f"console={self.console} xenhil.name={self.name} xenhil.ip={self.address}"
+        # Each byte on an emulated UART traps into the device model (the kernel's info
+        # messages took 20 s of an HVM boot under TCG): warnings and worse (panics
+        # too) still show, and /init's lines follow.
+        quiet = " loglevel=4" if self.type == "hvm" else ""
+        extra = (f"console={self.console}{quiet} xenhil.name={self.name} "
+                 f"xenhil.ip={self.address}")
         return extra + (f" xenhil.gw={self.gateway}" if self.gateway else "")
 
     @property
