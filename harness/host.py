@@ -13,11 +13,13 @@ once with the fault as its reason.
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from labgrid import Target
 from labgrid.strategy import StrategyError
@@ -75,6 +77,19 @@ class BootedXen:
         return self.xl_info.get("release", "")
 
 
+class InstalledDisks(Protocol):
+    """Disks of a virtual lab's hosts with a build installed, kept to be booted again
+    instead of installing it (harness.vlab.installed). A real lab has none."""
+
+    def kept(self, host: str, build: XenBuild) -> Path | None: ...
+
+    def restore(self, host: str, build: XenBuild) -> Path: ...
+
+    def stage(self, host: str) -> bool: ...
+
+    def keep_staged(self, host: str, build: XenBuild) -> Path | None: ...
+
+
 class Host:
     def __init__(self, lab: Lab, spec: HostSpec, target: Target, com1_log: Path) -> None:
         self.lab = lab
@@ -107,6 +122,7 @@ class Host:
         # labgrid's shell of the host is its SSH connection (with its health, transcripts)
         target.get_driver("XenSSHDriver", activate=False).use(self.remote)
         self.strategy: XenBootStrategy = target.get_driver("XenBootStrategy", activate=False)
+        self.installed_disks: InstalledDisks | None = None
         self.strategy.timeouts = self.timeouts
         self.strategy.on_power_on = self.new_boot
         self.booted: BootedXen | None = None
@@ -224,11 +240,27 @@ class Host:
 
     def boot_build(self, build: XenBuild) -> BootedXen:
         """Install `build` (booting the host first if needed), power cycle into it and
-        check that its Xen version is the one running."""
-        self.ensure_shell()
-        with evidence.step(f"install {build.label} on {self.name}"):
-            install_build(self.remote, self.spec, build, self.timeouts["package_install"])
+        check that its Xen version is the one running. On the virtual lab, a disk kept
+        with the build installed replaces the install, and a disk just installed is
+        kept once its boot is verified."""
+        disks = self.installed_disks
+        kept = disks.kept(self.name, build) if disks is not None else None
+        staged = False
+        if disks is not None and kept is not None:
+            with evidence.step(f"boot {build.label} on {self.name} from its kept disk"):
+                self.power_off()
+                disks.restore(self.name, build)
+        else:
+            self.ensure_shell()
+            with evidence.step(f"install {build.label} on {self.name}"):
+                _, installed = install_build(self.remote, self.spec, build,
+                                             self.timeouts["package_install"])
+            if disks is not None and installed:
+                self.power_off()
+                staged = self._stage_disk(disks)
         timeline = self.power_cycle_to_shell(expect_xen=True)
+        if kept is not None:
+            timeline.seen["disk"] = f"kept disk {kept.name}, {build.label} not installed again"
         console_version = timeline.seen.get("xen", "")
         info = parse_xl_info(self.run("xl info").stdout)
         booted = BootedXen(build, console_version, info, timeline)
@@ -242,7 +274,20 @@ class Host:
         self.booted = booted
         log.info("%s: Xen %s booted (%s), dom0 kernel %s", self.name, booted.xen_version,
                  build.label, booted.dom0_kernel)
+        if disks is not None and staged:
+            try:
+                disks.keep_staged(self.name, build)
+            except OSError as error:  # a disk not kept costs the next run an install
+                log.warning("%s: its installed disk was not kept: %s", self.name, error)
         return booted
+
+    def _stage_disk(self, disks: InstalledDisks) -> bool:
+        try:
+            return disks.stage(self.name)
+        except (OSError, subprocess.SubprocessError) as error:
+            log.warning("%s: its installed disk was not copied to be kept: %s", self.name,
+                        error)
+            return False
 
     def adopt_running_build(self, build: XenBuild) -> BootedXen | None:
         """Take the host as it is if it already runs `build` (installed exactly, its Xen

@@ -126,15 +126,16 @@ def installed_entry(remote: RemoteHost, spec: HostSpec, build: XenBuild) -> Grub
 
 
 def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
-                  timeout: float) -> GrubEntry:
-    """Install `build` on the host and make its Xen entry the next boot; return the entry.
-    A host that has exactly this build installed already is left as it is."""
+                  timeout: float) -> tuple[GrubEntry, bool]:
+    """Install `build` on the host and make its Xen entry the next boot; return the entry
+    and whether anything was installed. A host that has exactly this build installed
+    already is left as it is."""
     dist = distro(spec.family)
     entry = installed_entry(remote, spec, build)
     if entry is not None:
         log.info("%s: %s is installed already; next boot: %s", spec.name, build.label,
                  entry.title)
-        return entry
+        return entry, False
     remote.run(f"rm -rf {STAGING_DIR} && mkdir -p {STAGING_DIR}")
     files = []
     for package in build.packages:
@@ -157,4 +158,4 @@ def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
     # The next step is a power cycle, not a clean reboot: nothing may stay in the cache.
     remote.run(f"rm -rf {STAGING_DIR} && sync")
     log.info("%s: next boot: %s", spec.name, entry.title)
-    return entry
+    return entry, True

@@ -65,7 +65,7 @@ LAB_OPTIONS = {
     "local_migrations": int,
 }
 # `xenhil.vlab`: how `xenhil vlab up` builds each machine of a virtual lab.
-VLAB_OPTIONS = {"memory_mb": int, "vcpus": int, "hosts": Mapping}
+VLAB_OPTIONS = {"memory_mb": int, "vcpus": int, "keep_installed": int, "hosts": Mapping}
 # labgrid would act on its other top-level keys (`imports` runs Python files, `tools`
 # and `options` change what it runs): a lab file has these two only.
 TOP_LEVEL_KEYS = ("targets", "xenhil")
@@ -686,6 +686,10 @@ def _check_vlab(check: _Checker, section: Mapping[str, Any], hosts: Mapping[str,
         value = check.get(section, key, int, "xenhil.vlab", None)
         if value is not None and value < 1:
             raise check.fail(f"xenhil.vlab.{key}", f"must be a whole number above 0, got {value}")
+    keep = check.get(section, "keep_installed", int, "xenhil.vlab", None)
+    if keep is not None and keep < 0:
+        raise check.fail("xenhil.vlab.keep_installed",
+                         f"must be 0 (keep none) or more, got {keep}")
     per_host = check.mapping(check.get(section, "hosts", Mapping, "xenhil.vlab"),
                              "xenhil.vlab.hosts")
     for name in per_host:

@@ -51,7 +51,7 @@ from .figures import Figures
 from .guests.config import GuestAddresses
 from .guests.guest import GuestFactory, GuestFailed, public_key_line
 from .guests.image import GuestImage, build_guest_image
-from .host import Host
+from .host import Host, InstalledDisks
 from .lab import DEFAULT_LAB, Lab, load_lab
 from .leaks import Leaked
 from .migration_hosts import paired
@@ -174,12 +174,14 @@ def xenhil(request: pytest.FixtureRequest, lab: Lab) -> Iterator[XenhilRun]:
     run.com1_dir.mkdir(parents=True, exist_ok=True)
     selected = request.config.getoption("--hosts")
     environment = Environment(str(lab.path))
+    disks = installed_disks(lab)
     try:
         for spec in lab.select(selected.split(",") if selected else None):
             target = environment.get_target(spec.name)
             if target is None:
                 raise ConfigError(f"{lab.path}: no labgrid target {spec.name}")
             host = Host(lab, spec, target, run.com1_dir / f"{spec.name}.log")
+            host.installed_disks = disks
             host.start()
             run.hosts[spec.name] = host
         yield run
@@ -187,6 +189,15 @@ def xenhil(request: pytest.FixtureRequest, lab: Lab) -> Iterator[XenhilRun]:
         for host in run.hosts.values():
             host.close()
         environment.cleanup()
+
+
+def installed_disks(lab: Lab) -> InstalledDisks | None:
+    """The virtual lab's disks kept with builds installed; None on a real lab."""
+    if "vlab" not in lab.options:
+        return None
+    from .vlab.installed import KeptDisks
+
+    return KeptDisks.for_lab(lab)
 
 
 @pytest.fixture(scope="session")

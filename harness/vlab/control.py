@@ -208,13 +208,17 @@ class HostStatus:
         return self.bmc_pid is not None
 
 
+def machine_pid(host: VirtualHost) -> int | None:
+    """The PID of the host's QEMU while it runs (the machine is powered on)."""
+    pid = _read_pid(host.qemu_pid_file)
+    return pid if pid is not None and process_alive(pid, "qemu-system") else None
+
+
 def host_status(host: VirtualHost) -> HostStatus:
     bmc_pid = _read_pid(host.bmc_pid_file)
     if bmc_pid is not None and not process_alive(bmc_pid, "ipmi_sim"):
         bmc_pid = None
-    qemu_pid = _read_pid(host.qemu_pid_file)
-    if qemu_pid is not None and not process_alive(qemu_pid, "qemu-system"):
-        qemu_pid = None
+    qemu_pid = machine_pid(host)
     power = "BMC not running"
     if bmc_pid is not None:
         try:

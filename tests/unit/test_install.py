@@ -153,8 +153,8 @@ def staged(build: XenBuild) -> list[str]:
 def test_debian_install_regenerates_once_and_saves_the_entry(
         host: FakeHost, spec: HostSpec, build: XenBuild) -> None:
     host.will_install(build)
-    entry = install_build(host.remote, spec, build, TIMEOUT)
-    assert entry.default_path == XEN_ENTRY
+    entry, installed = install_build(host.remote, spec, build, TIMEOUT)
+    assert installed and entry.default_path == XEN_ENTRY
     assert host.commands == [
         DEBIAN.installed_versions(["xen-hypervisor-4.17-amd64", "xen-utils-4.17"]),
         f"rm -rf {STAGING_DIR} && mkdir -p {STAGING_DIR}",
@@ -202,9 +202,9 @@ def test_the_shim_answers_the_postinst_during_the_install_only(
 def test_an_installed_build_is_recognised_and_left_alone(
         host: FakeHost, spec: HostSpec, build: XenBuild) -> None:
     host.will_install(build)
-    entry = install_build(host.remote, spec, build, TIMEOUT)
+    entry, _ = install_build(host.remote, spec, build, TIMEOUT)
     host.commands.clear()
-    assert install_build(host.remote, spec, build, TIMEOUT) == entry
+    assert install_build(host.remote, spec, build, TIMEOUT) == (entry, False)
     assert host.commands == [
         DEBIAN.installed_versions(["xen-hypervisor-4.17-amd64", "xen-utils-4.17"]),
         "cat /boot/grub/grub.cfg",
@@ -260,7 +260,7 @@ def test_suse_install_has_no_shim_and_one_regeneration_of_its_own(
     monkeypatch.setattr(install, "hypervisor_image", lambda _build: "/boot/xen-4.17-amd64.gz")
     suse = dataclasses.replace(spec, family="suse")
     host.will_install(build)
-    entry = install_build(host.remote, suse, build, TIMEOUT)
+    entry, _ = install_build(host.remote, suse, build, TIMEOUT)
     assert host.commands == [
         SUSE.installed_versions(["xen-hypervisor-4.17-amd64", "xen-utils-4.17"]),
         f"rm -rf {STAGING_DIR} && mkdir -p {STAGING_DIR}",

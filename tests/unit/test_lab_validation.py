@@ -241,7 +241,10 @@ ROWS: list[tuple[str, Mutation | str, bool, str]] = [
     ("single-host scenarios on a list", set_in(XENHIL, "single_host_scenarios_on", [["vlab1"]]),
      False, "xenhil.single_host_scenarios_on: no host ['vlab1']"),
     ("unknown vlab option", set_in(VLAB, "memory", 2048),
-     False, "xenhil.vlab.memory: unknown option (known: hosts, memory_mb, vcpus)"),
+     False, "xenhil.vlab.memory: unknown option (known: hosts, keep_installed, memory_mb, "
+            "vcpus)"),
+    ("kept builds below 0", set_in(VLAB, "keep_installed", -1),
+     False, "xenhil.vlab.keep_installed: must be 0 (keep none) or more, got -1"),
     ("vlab memory a string", set_in(VLAB, "memory_mb", "2G"),
      False, "xenhil.vlab.memory_mb: expected int, got '2G'"),
     ("vlab without vCPUs", set_in(VLAB, "vcpus", 0),
