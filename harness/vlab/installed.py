@@ -77,7 +77,10 @@ class KeptDisks:
 
     def kept(self, host: str, build: XenBuild) -> Path | None:
         """The kept disk of `build` for this host's base image, if there is one."""
-        disk = installed_dir() / f"{self._key(self.machines[host], build)}.qcow2"
+        machine = self.machines[host]
+        if not (machine.run_dir / "base-image").exists():  # never started
+            return None
+        disk = installed_dir() / f"{self._key(machine, build)}.qcow2"
         return disk if disk.is_file() else None
 
     def restore(self, host: str, build: XenBuild) -> Path:

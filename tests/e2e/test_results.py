@@ -26,6 +26,7 @@ import pytest
 from harness.lab import Lab
 from harness.paths import PROJECT_ROOT, cache_dir
 from harness.vlab import control
+from harness.vlab.installed import forget_kept_disks
 
 from .test_run import XENHIL, allure_results
 
@@ -39,8 +40,10 @@ BUG = "https://bugs.example.org/show_bug.cgi?id=4242"
 
 @pytest.fixture
 def results_env(vlab_stopped: Lab, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A results database of this test's own, and the virtual lab stopped at the end
-    (the runs keep it up between them, so the third can reuse the booted host)."""
+    """A results database of this test's own, no kept disk (the first run installs),
+    and the virtual lab stopped at the end (the runs keep it up between them, so the
+    third can reuse the booted host)."""
+    forget_kept_disks()
     env = {**os.environ, "XENHIL_DATA": str(tmp_path), "COLUMNS": "250",
            "XENHIL_E2E_FAIL_ONCE": str(tmp_path / "fail-once")}
     try:
@@ -68,6 +71,10 @@ def test_regression_flaky_and_known_against_the_baseline(results_env: dict[str, 
                       FAIL_ONCE)
     assert baseline.returncode == 0, output(baseline)
     assert "verdict : passed (exit 0)" in baseline.stderr
+    # Installed, booted, verified: vlab1's disk is kept for the next install of 4.17.7.
+    everything = baseline.stdout + baseline.stderr
+    assert "vlab1: installing xen-hypervisor-4.17-amd64" in everything
+    assert "vlab1: kept its disk with xen-hypervisor-4.17-amd64 4.17.7" in everything
 
     (tmp_path / "fail-once").touch()
     regressed = xenhil(results_env, *SMOKE, "--run-id", "e2e-results-regressed",
