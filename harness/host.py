@@ -81,6 +81,9 @@ class InstalledDisks(Protocol):
     """Disks of a virtual lab's hosts with a build installed, kept to be booted again
     instead of installing it (harness.vlab.installed). A real lab has none."""
 
+    # Run on the host before its disk is copied to be kept: what must not be shared.
+    before_keeping: str
+
     def kept(self, host: str, build: XenBuild) -> Path | None: ...
 
     def restore(self, host: str, build: XenBuild) -> Path: ...
@@ -256,6 +259,7 @@ class Host:
                 _, installed = install_build(self.remote, self.spec, build,
                                              self.timeouts["package_install"])
             if disks is not None and installed:
+                self.run(disks.before_keeping)
                 self.power_off()
                 staged = self._stage_disk(disks)
         timeline = self.power_cycle_to_shell(expect_xen=True)

@@ -55,6 +55,12 @@ def build_digest(build: XenBuild) -> str:
 class KeptDisks:
     """The kept disks of one virtual lab, and the hosts' overlays on them."""
 
+    # The machine ID is the one identity a disk keeps (vlab-identity sets name and
+    # addresses at every boot), and udev derives bridges' MAC addresses from it: two
+    # hosts booted from one kept disk would share xenbr0's MAC, and neither would reach
+    # the other. Emptied, every first boot from the disk makes one of its own.
+    before_keeping = "truncate -s 0 /etc/machine-id && sync"
+
     def __init__(self, lab: Lab, keep: int) -> None:
         self.machines = {machine.name: machine for machine in control.virtual_hosts(lab)}
         self.keep = keep

@@ -19,6 +19,7 @@ from harness.vlab import control
 from harness.vlab.builds import fetch_builds
 from harness.vlab.derived_builds import make_derived_builds
 from harness.vlab.image import Image, build_image
+from harness.vlab.installed import forget_kept_disks
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,9 @@ def vlab_image() -> Image:
     image = build_image(cache_dir())
     fetch_builds(cache_dir(), image)
     make_derived_builds(cache_dir())  # the builds with a known defect (test_results.py)
+    # Every machine starts without kept disks: each run then takes the same boot path
+    # (test_results.py installs and keeps 4.17.7; later runs boot from that disk).
+    forget_kept_disks()
     return image
 
 
