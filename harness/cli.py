@@ -113,7 +113,38 @@ def cmd_vlab_down(args: argparse.Namespace) -> int:
 
 def cmd_vlab_status(args: argparse.Namespace) -> int:
     _print_status(_lab(args, check_files=False))
+    _print_kept_disks()
     return 0
+
+
+def cmd_vlab_forget(args: argparse.Namespace) -> int:
+    from .vlab.installed import forget_kept_disks, kept_disks
+
+    before = len(kept_disks())
+    forget_kept_disks()
+    left = kept_disks()
+    console.print(f"forgot {before - len(left)} kept disk(s); the next install of those "
+                  "builds installs them"
+                  + (f"; {len(left)} kept: a host's disk is on them" if left else ""))
+    return 0
+
+
+def _print_kept_disks() -> None:
+    from .vlab.installed import installed_dir, kept_disks
+
+    disks = kept_disks()
+    if not disks:
+        console.print(f"no kept disks in {installed_dir()}: the next install of any build "
+                      "installs it")
+        return
+    table = Table(title=escape(f"disks kept with a build installed ({installed_dir()}); "
+                               "`xenhil vlab forget` removes them"))
+    for column in ("disk", "build", "from", "kept", "size", "in use by"):
+        table.add_column(column)
+    for disk in disks:
+        table.add_row(disk.path.name, escape(disk.build), escape(disk.source), disk.kept,
+                      f"{disk.size / 2**20:.0f} MiB", ", ".join(disk.in_use_by) or "-")
+    Console().print(table)
 
 
 def _print_status(lab: Lab) -> None:
@@ -543,8 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
         "down", help="stop every process the virtual lab started, by PID"
     ).set_defaults(func=cmd_vlab_down)
     vlab_commands.add_parser(
-        "status", help="processes, ports and power state of each virtual host"
+        "status", help="processes, ports and power state of each virtual host, and the "
+                       "disks kept with a build installed"
     ).set_defaults(func=cmd_vlab_status)
+    vlab_commands.add_parser(
+        "forget", help="remove the disks kept with a build installed (those no host runs "
+                       "on): the next run installs its build"
+    ).set_defaults(func=cmd_vlab_forget)
 
     run = commands.add_parser(
         "run", help="run a profile of scenarios against the lab and write reports",

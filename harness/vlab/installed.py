@@ -22,6 +22,7 @@ import logging
 import os
 import subprocess
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -156,12 +157,39 @@ class KeptDisks:
                 log.info("removed the kept disk %s (least recently used)", disk.name)
 
 
-def in_use_disks() -> set[Path]:
-    """The kept disks that overlays of the virtual lab's hosts are on."""
-    used = set()
-    for marker in (control.vlab_dir() / "run").glob("*/kept-disk"):
-        used.add(Path(marker.read_text().strip()))
+def in_use_disks() -> dict[Path, list[str]]:
+    """The kept disks that overlays of the virtual lab's hosts are on, and those hosts."""
+    used: dict[Path, list[str]] = {}
+    for marker in sorted((control.vlab_dir() / "run").glob("*/kept-disk")):
+        used.setdefault(Path(marker.read_text().strip()), []).append(marker.parent.name)
     return used
+
+
+@dataclass(frozen=True)
+class KeptDisk:
+    """A kept disk as `xenhil vlab status` shows it."""
+
+    path: Path
+    build: str
+    source: str
+    kept: str
+    size: int
+    in_use_by: list[str]
+
+
+def kept_disks() -> list[KeptDisk]:
+    """Every kept disk, the most recently used first."""
+    in_use = in_use_disks()
+    disks = []
+    for disk in sorted(installed_dir().glob("*.qcow2"), key=lambda disk: -disk.stat().st_mtime):
+        try:
+            about = json.loads(disk.with_suffix(".json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            about = {}
+        disks.append(KeptDisk(disk, str(about.get("build", "?")), str(about.get("source", "?")),
+                              str(about.get("kept", "?")), disk.stat().st_size,
+                              in_use.get(disk, [])))
+    return disks
 
 
 def forget_kept_disks() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.build import Package, XenBuild
+from harness.cli import main
 from harness.errors import InfrastructureError
 from harness.lab import DEFAULT_LAB, Lab, load_lab
 from harness.vlab import control, installed
@@ -99,7 +100,7 @@ def test_an_installed_disk_is_kept_and_another_host_boots_from_it(
     # What the install wrote and what the base image holds, both through the new overlay.
     assert qemu_io(overlay, "read -P 0xab 1M 1M").returncode == 0
     assert qemu_io(overlay, "read -P 0x11 0 1M").returncode == 0
-    assert installed.in_use_disks() == {kept}
+    assert installed.in_use_disks() == {kept: ["vlab2"]}
 
 
 def test_the_key_is_the_package_files_and_the_base_image(
@@ -187,3 +188,30 @@ def test_a_lab_keeps_three_builds_unless_it_says_otherwise(lab: Lab) -> None:
     assert disks is not None and disks.keep == installed.DEFAULT_KEEP == 3
     lab.options["vlab"]["keep_installed"] = 0
     assert KeptDisks.for_lab(lab) is None
+
+
+def test_status_lists_the_kept_disks_and_forget_keeps_those_in_use(
+        lab: Lab, hosts: dict[str, control.VirtualHost], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    disks = KeptDisks(lab, keep=3)
+    running = make_build(tmp_path, "running", b"the one vlab2 runs")
+    idle = make_build(tmp_path, "idle", b"nobody runs this one")
+    in_use = install(disks, "vlab1", running, hosts, 0xab)
+    disks.restore("vlab2", running)
+    fresh_overlay(hosts["vlab1"], Path(backing(hosts["vlab1"].overlay)))
+    unused = install(disks, "vlab1", idle, hosts, 0xcd)
+    assert in_use is not None and unused is not None
+
+    assert main(["vlab", "status"]) == 0
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]]
+            for line in capsys.readouterr().out.splitlines() if ".qcow2" in line]
+    # disk, build, from, kept, size, in use by; the most recently used first
+    assert [(row[0], row[2], row[5]) for row in rows] == [
+        (unused.name, str(tmp_path / "idle"), "-"),
+        (in_use.name, str(tmp_path / "running"), "vlab2")]
+
+    assert main(["vlab", "forget"]) == 0
+    said = capsys.readouterr()
+    assert "forgot 1 kept disk(s)" in said.out + said.err
+    assert (in_use.exists(), unused.exists()) == (True, False)
