@@ -111,18 +111,19 @@ def test_run_of_every_area(vlab_stopped: Lab) -> None:
     version_test = results["test_expected_xen_version_booted[vlab1]"]
     labels = {label["name"]: label["value"] for label in version_test["labels"]}
     assert labels["xen_version"] == "4.17.7" and labels["lab_host"] == "vlab1"
-    # The first test on a host carries the boot: com1, the timeline, and the install's
-    # transcript, or, with a disk kept by an earlier run, the kept disk it booted from.
-    first_on_vlab1 = [r for r in results.values() if any(
-        "vlab1 boot timeline" in item["name"] for item in r.get("attachments", []))]
-    assert len(first_on_vlab1) == 1
-    assert "Xen version 4.17.7" in attachment(reports, first_on_vlab1[0], "vlab1 com1")
-    timeline = attachment(reports, first_on_vlab1[0], "vlab1 boot timeline")
-    installed = "apt-get install" in _attachments_text(reports, first_on_vlab1[0],
-                                                       "vlab1 commands")
-    assert "ssh" in timeline
-    assert ("disk: kept disk" in timeline, installed) == (kept_before, not kept_before), \
-        timeline
+    # The first test carries the boot (com1 from power-on); every test the timeline of
+    # the boot it ran on, which names the kept disk when the build was not installed.
+    assert "Xen version 4.17.7" in attachment(
+        reports, results["test_expected_xen_version_booted[vlab1]"], "vlab1 com1")
+    timelines = {attachment(reports, result, "vlab1 boot timeline")
+                 for result in results.values()}
+    assert len(timelines) == 1, timelines
+    timeline = timelines.pop()
+    assert "ssh" in timeline and ("disk: kept disk" in timeline) == kept_before, timeline
+    # Without a kept disk, one test's transcript holds the install; with one, none does.
+    installs = [name for name, result in results.items()
+                if "apt-get install" in _attachments_text(reports, result, "vlab1 commands")]
+    assert len(installs) == (0 if kept_before else 1), installs
     # Measured figures are in the report.
     assert "loss" in attachment(reports, results["test_bridged_guests_on_two_hosts_talk"
                                                  "[vlab1-vlab2]"], "figures")
