@@ -140,7 +140,7 @@ def _print_kept_disks() -> None:
     table = Table(title=escape(f"disks kept with a build installed ({installed_dir()}); "
                                "`xenhil vlab forget` removes them"))
     for column in ("disk", "build", "from", "kept", "size", "in use by"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # paths and hashes whole, if folded
     for disk in disks:
         table.add_row(disk.path.name, escape(disk.build), escape(disk.source), disk.kept,
                       f"{disk.size / 2**20:.0f} MiB", ", ".join(disk.in_use_by) or "-")
