@@ -120,10 +120,9 @@ def cmd_vlab_status(args: argparse.Namespace) -> int:
 def cmd_vlab_forget(args: argparse.Namespace) -> int:
     from .vlab.installed import forget_kept_disks, kept_disks
 
-    before = len(kept_disks())
-    forget_kept_disks()
+    forgotten = forget_kept_disks()
     left = kept_disks()
-    console.print(f"forgot {before - len(left)} kept disk(s); the next install of those "
+    console.print(f"forgot {forgotten} kept disk(s); the next install of those "
                   "builds installs them"
                   + (f"; {len(left)} kept: a host's disk is on them" if left else ""))
     return 0

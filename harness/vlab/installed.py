@@ -148,13 +148,8 @@ class KeptDisks:
     def prune(self) -> None:
         """Remove the least recently used kept disks beyond `keep`, never one a host's
         overlay is on."""
-        disks = sorted(installed_dir().glob("*.qcow2"), key=lambda disk: -disk.stat().st_mtime)
-        in_use = in_use_disks()
-        for disk in disks[self.keep:]:
-            if disk not in in_use:
-                disk.unlink()
-                disk.with_suffix(".json").unlink(missing_ok=True)
-                log.info("removed the kept disk %s (least recently used)", disk.name)
+        for disk in _remove_unused(_by_recent_use()[self.keep:]):
+            log.info("removed the kept disk %s (least recently used)", disk.name)
 
 
 def in_use_disks() -> dict[Path, list[str]]:
@@ -181,7 +176,7 @@ def kept_disks() -> list[KeptDisk]:
     """Every kept disk, the most recently used first."""
     in_use = in_use_disks()
     disks = []
-    for disk in sorted(installed_dir().glob("*.qcow2"), key=lambda disk: -disk.stat().st_mtime):
+    for disk in _by_recent_use():
         try:
             about = json.loads(disk.with_suffix(".json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
@@ -192,13 +187,25 @@ def kept_disks() -> list[KeptDisk]:
     return disks
 
 
-def forget_kept_disks() -> None:
-    """Remove every kept disk no overlay is on: the next install of any build installs."""
+def forget_kept_disks() -> int:
+    """Remove every kept disk no overlay is on (the next install of any build installs);
+    return how many went."""
+    return len(_remove_unused(_by_recent_use()))
+
+
+def _by_recent_use() -> list[Path]:
+    """The kept disks, the most recently used first."""
+    return sorted(installed_dir().glob("*.qcow2"), key=lambda disk: -disk.stat().st_mtime)
+
+
+def _remove_unused(disks: list[Path]) -> list[Path]:
+    """Remove those of `disks` no host's overlay is on; return them."""
     in_use = in_use_disks()
-    for disk in installed_dir().glob("*.qcow2"):
-        if disk not in in_use:
-            disk.unlink()
-            disk.with_suffix(".json").unlink(missing_ok=True)
+    removed = [disk for disk in disks if disk not in in_use]
+    for disk in removed:
+        disk.unlink()
+        disk.with_suffix(".json").unlink(missing_ok=True)
+    return removed
 
 
 def _on_kept_disk(machine: VirtualHost) -> Path:
