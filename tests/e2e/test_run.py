@@ -68,8 +68,8 @@ VLAB_SKIP_REASONS = (
 
 def test_run_of_every_area(vlab_stopped: Lab) -> None:
     """What `make run` does, with one scenario of every area (profile `areas`; `make run`
-    runs them all): build, start the lab, install 4.17.7 on both hosts, boot, run the
-    scenarios, write the reports, stop the lab."""
+    runs them all): build, start the lab, install 4.17.7 on both hosts (or boot them
+    from its kept disk), run the scenarios, write the reports, stop the lab."""
     run_id = "e2e-areas"
     # In make test, test_results.py ran first and kept vlab1's disk with 4.17.7.
     disks = KeptDisks.for_lab(vlab_stopped)
@@ -227,7 +227,6 @@ def test_harness_self_tests_and_faults(vlab: Lab) -> None:
     assert ("echo c0507611a2b3c402:c0507601a2b3c402 > /tmp/xenhil-npiv/test_create_and_"
             "delete_write_what_the_kernel_documents/sys/class/fc_host/host5/vport_create"
             ) in commands
-
 
 
 @pytest.mark.long
