@@ -42,10 +42,10 @@ def device_model_missing(host: Host) -> str | None:
 
 
 def upload_guest_files(host: Host, image: GuestImage) -> None:
-    """Copy kernel and initramfs to dom0 unless there already (their names carry
-    their version: the kernel release, the initramfs's hash)."""
+    """Copy the kernels and the initramfs to dom0 unless there already (their names
+    carry their version: the kernel release, the initramfs's hash)."""
     host.run(f"mkdir -p {GUEST_FILES_DIR}")
-    for local in (image.kernel, image.initrd):
+    for local in image.files:
         remote = f"{GUEST_FILES_DIR}/{local.name}"
         if remote_size(host, remote) == local.stat().st_size:
             continue

@@ -324,7 +324,7 @@ class GuestFactory:
             gateway = nat_router(address)
         config = GuestConfig(
             name=guest_name(name or f"{self.prefix}-{len(self.guests) + 1}"),
-            kernel=f"{GUEST_FILES_DIR}/{self.image.kernel.name}",
+            kernel=f"{GUEST_FILES_DIR}/{self.image.kernel_for(type).name}",
             ramdisk=f"{GUEST_FILES_DIR}/{self.image.initrd.name}",
             address=address, mac=mac, memory_mb=memory_mb, vcpus=vcpus, bridge=bridge,
             type=type, network=network, gateway=gateway, disks=tuple(disks),

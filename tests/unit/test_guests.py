@@ -3,8 +3,12 @@ Inputs are recorded from the virtual lab's Debian 12 packages and hosts."""
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
+import json
+import lzma
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from harness.guests.config import (
 from harness.guests.guest import console_failure
 from harness.guests.image import (
     READY_MARKER,
+    GuestImage,
+    elf_of_bzimage,
     installed_kernel,
     loaded_libraries,
     metapackage_kernel,
@@ -150,6 +156,45 @@ def test_kernel_of_the_dom0_image() -> None:
     assert installed_kernel(status) == ("linux-image-6.1.0-50-amd64", "6.1.176-1")
     assert installed_kernel("Package: linux-image-amd64\nStatus: install ok installed\n") \
         is None
+
+
+def bzimage(payload: bytes, *, setup_sects: int = 3, version: int = 0x20F) -> bytes:
+    """A bzImage as the boot protocol lays it out: setup sectors with the header, then
+    protected-mode code, the compressed payload and a tail."""
+    setup = bytearray(((setup_sects or 4) + 1) * 512)  # 0 means 4
+    setup[0x1F1] = setup_sects
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", setup, 0x206, version)
+    head = b"\x90" * 700  # decompressor code before the payload
+    struct.pack_into("<II", setup, 0x248, len(head), len(payload))
+    return bytes(setup) + head + payload + b"\x00" * 64
+
+
+def test_vmlinux_out_of_a_bzimage() -> None:
+    elf = b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 64
+    assert elf_of_bzimage(bzimage(lzma.compress(elf, format=lzma.FORMAT_XZ)), "k") == elf
+    assert elf_of_bzimage(bzimage(gzip.compress(elf), setup_sects=0), "k") == elf
+    with pytest.raises(VlabBuildError, match="k: its payload is compressed neither"):
+        elf_of_bzimage(bzimage(b"\x28\xb5\x2f\xfd" + elf), "k")
+    with pytest.raises(VlabBuildError, match="does not decompress"):
+        elf_of_bzimage(bzimage(gzip.compress(elf)[:40] + b"\xff" * 40), "k")
+    with pytest.raises(VlabBuildError, match="no ELF"):
+        elf_of_bzimage(bzimage(lzma.compress(b"MZ" + elf, format=lzma.FORMAT_XZ)), "k")
+    with pytest.raises(VlabBuildError, match=r"boot protocol 2\.08"):
+        elf_of_bzimage(bzimage(gzip.compress(elf), version=0x207), "k")
+
+
+def test_pv_and_pvh_boot_the_elf_kernel_hvm_the_bzimage(tmp_path: Path) -> None:
+    manifest = {"kernel": "vmlinuz-6.1.0-50-amd64", "elf_kernel": "vmlinux-6.1.0-50-amd64",
+                "initrd": "initrd-0123456789ab.gz", "host_key": "key.pub",
+                "kernel_release": "6.1.0-50-amd64", "packages": {}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    image = GuestImage.load(tmp_path)
+    assert image.kernel_for("pv").name == image.kernel_for("pvh").name \
+        == "vmlinux-6.1.0-50-amd64"
+    assert image.kernel_for("hvm").name == "vmlinuz-6.1.0-50-amd64"
+    assert [path.name for path in image.files] == [
+        "vmlinuz-6.1.0-50-amd64", "vmlinux-6.1.0-50-amd64", "initrd-0123456789ab.gz"]
 
 
 def test_kernel_of_the_metapackage() -> None:
