@@ -25,8 +25,6 @@ UNMIGRATABLE = pytest.StashKey[dict[str, str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "knobs(name, ...): the `xl migrate` options a test "
-                            "needs (SUSE's libxc-sr patches)")
     config.addinivalue_line("markers", "guest_types(type, ...): the guest types a test "
                             f"migrates (default: {', '.join(MIGRATION_GUEST_TYPES)})")
 
