@@ -18,7 +18,7 @@ import pytest
 
 from harness.guests.guest import GuestFactory
 from harness.host import Host
-from harness.migration import BUSY_GUEST, migrate
+from harness.migration import BUSY_GUEST, MoveRecord, migrate
 from harness.migration_checks import (
     GuestState,
     MigrationFailed,
@@ -41,6 +41,13 @@ def require_knobs(host: Host) -> None:
                     f"{', '.join('--' + k for k in missing)} (SUSE libxc-sr patches absent)")
 
 
+def iterations(move: MoveRecord, knob: str) -> int:
+    """The memory copy iterations `xl -vvv migrate` reported for a move with `knob`."""
+    assert move.output is not None and move.output.iterations is not None, \
+        f"{knob}: xl -vvv migrate reported no iteration count"
+    return move.output.iterations
+
+
 @pytest.fixture
 def knob_pair(request: pytest.FixtureRequest,
               xen_host_pair: tuple[Host, Host]) -> tuple[Host, Host]:
@@ -59,18 +66,14 @@ def test_suse_migration_knobs(knob_pair: tuple[Host, Host], guest_type: str,
 
     with allure.step(f"--max_iters 2: {source.name} -> {destination.name}"):
         move = migrate(guest, to=destination, options=["--max_iters", "2"])
-        assert move.output is not None and move.output.iterations is not None, \
-            "--max_iters: xl -vvv migrate reported no iteration count"
-        assert move.output.iterations <= 2 + 1, \
-            f"--max_iters 2: {move.output.iterations} iterations (max 2 + final)"
+        count = iterations(move, "--max_iters")
+        assert count <= 2 + 1, f"--max_iters 2: {count} iterations (max 2 + final)"
 
     with allure.step(f"--min_remaining 1000000: {destination.name} -> {source.name}"):
         move = migrate(guest, to=source, options=["--min_remaining", "1000000"])
-        assert move.output is not None and move.output.iterations is not None, \
-            "--min_remaining: xl -vvv migrate reported no iteration count"
-        assert move.output.iterations <= 2, (f"--min_remaining 1000000: "
-                                             f"{move.output.iterations} iterations: the "
-                                             "live phase did not end after the first")
+        count = iterations(move, "--min_remaining")
+        assert count <= 2, (f"--min_remaining 1000000: {count} iterations: the live "
+                            "phase did not end after the first")
 
     with allure.step(f"--abort_if_busy: {source.name} -> {destination.name}, abandoned"):
         before = GuestState.read(guest)
