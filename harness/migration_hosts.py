@@ -1,13 +1,14 @@
 """Hosts for migration: pairing dom0s so `xl migrate` works between them, and what
 their Xen supports.
 
-Pairing: every dom0 of a pair trusts every other's (and its own) root SSH key, knows
-their host keys (pinned or known to the lab) and resolves their lab names to their
-link addresses, so `xl migrate GUEST PEER` works (xl runs `ssh PEER xl
-migrate-receive`). It lasts one test (`paired`): a build that takes over one dom0 must
-not keep root on the other in later runs. Its keys, known_hosts and ssh client config
-are files of its own; its lines in /etc/hosts and authorized_keys end with PEER_MARK.
-Unpairing removes all of it, and the leak check verifies that nothing is left.
+Pairing: every dom0 of a pair trusts every other's root SSH key, knows their host keys
+(pinned or known to the lab) and resolves their lab names to their link addresses, so
+`xl migrate GUEST PEER` works (xl runs `ssh PEER xl migrate-receive`). A local
+migration needs none of it (harness.migration.migrate_command). It lasts one test
+(`paired`): a build that takes over one dom0 must not keep root on the other in later
+runs. Its keys, known_hosts and ssh client config are files of its own; its lines in
+/etc/hosts and authorized_keys end with PEER_MARK. Unpairing removes all of it, and the
+leak check verifies that nothing is left.
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ def paired(hosts: Sequence[Host]) -> Iterator[None]:
 
 
 def pair_hosts(hosts: Sequence[Host]) -> None:
-    """Let the dom0s of `hosts` `xl migrate` to each other and to themselves, with
-    fresh keys (a pairing left over is replaced); each one then proves it can SSH to
-    every name in batch mode."""
+    """Let the dom0s of `hosts` `xl migrate` to each other, with fresh keys (a pairing
+    left over is replaced); each one then proves it can SSH to every peer in batch
+    mode."""
     missing = [host.name for host in hosts if host.spec.link_address is None]
     if missing:
         raise ConfigError(f"{', '.join(missing)}: no link_address in the lab file; "
@@ -78,7 +79,9 @@ def pair_hosts(hosts: Sequence[Host]) -> None:
     peers = [(host.name, str(host.spec.link_address)) for host in hosts]
     public_keys = [(host.name, host.run(keygen_command()).stdout) for host in hosts]
     for host in hosts:
-        host.run(pairing_script(peers, public_keys, _known_hosts(host, hosts)))
+        host.run(pairing_script([peer for peer in peers if peer[0] != host.name],
+                                [key for key in public_keys if key[0] != host.name],
+                                _known_hosts(host, hosts)))
     # Each check is a whole SSH handshake (seconds under TCG): the hosts check side by side.
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
         for check in [pool.submit(_check_peers, host, hosts) for host in hosts]:
@@ -86,7 +89,7 @@ def pair_hosts(hosts: Sequence[Host]) -> None:
 
 
 def _check_peers(host: Host, hosts: Sequence[Host]) -> None:
-    for peer in ["localhost", *(h.name for h in hosts)]:
+    for peer in [other.name for other in hosts if other is not host]:
         result = host.run(ssh_check_command(peer), check=False)
         if not result.ok:
             raise InfrastructureError(
@@ -184,7 +187,7 @@ def _ssh_client_config(names: Sequence[str]) -> str:
     # Only the pairing's key and host keys; nothing learnt is written anywhere. A peer
     # that dies mid-migration is noticed in ~15 s, not after TCP's retries (minutes).
     return (f"# xen-hil: migration peers (harness/migration_hosts.py)\n"
-            f"Host localhost {' '.join(names)}\n"
+            f"Host {' '.join(names)}\n"
             f"    IdentityFile {TRUST_KEY}\n"
             f"    IdentitiesOnly yes\n"
             f"    UserKnownHostsFile {TRUST_KNOWN_HOSTS}\n"
@@ -196,13 +199,11 @@ def _ssh_client_config(names: Sequence[str]) -> str:
 
 
 def _known_hosts(host: Host, hosts: Sequence[Host]) -> list[tuple[str, str]]:
-    """(names, `type key`) for the pairing's known_hosts on `host`: every host of the
-    pair, itself also as localhost, with the keys the lab trusts for it."""
+    """(names, `type key`) for the pairing's known_hosts on `host`: every other host of
+    the pair, with the keys the lab trusts for it."""
     entries = []
-    for peer in hosts:
+    for peer in (other for other in hosts if other is not host):
         names = f"{peer.name},{peer.spec.link_address}"
-        if peer is host:
-            names += ",localhost,127.0.0.1"
         endpoint = peer.spec.ssh
         keys = trusted_keys(endpoint).lookup(known_hosts_name(endpoint.address, endpoint.port))
         if keys is None:

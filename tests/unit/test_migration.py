@@ -3,8 +3,10 @@ the harness's test guest): tests/data/migration/."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
+from harness.migration import migrate_command
 from harness.migration_checks import GuestState, restart_signs
 from harness.migration_hosts import can_log_dirty, usage_options
 from harness.migration_output import parse_migrate_output, parse_ping_probe
@@ -105,3 +107,15 @@ def test_successful_live_migration_of_debian_4_17_5() -> None:
     output = parse_migrate_output(read("xl-vvv-migrate-4.17.5-pv-mig1-to-mig2.txt"))
     assert output.succeeded and output.first_error is None
     assert output.iterations is None and output.transfer_mb_per_s is None
+
+
+def test_a_local_migration_pipes_into_the_receiver_without_ssh() -> None:
+    # `-s ''`: xl runs the host argument as the receiving command, through sh
+    words = shlex.split(migrate_command("g1", None, ["--max_iters", "2"]))
+    assert words == ["xl", "-vvv", "migrate", "-s", "", "--max_iters", "2", "g1",
+                     "xl -vvv migrate-receive"]
+
+
+def test_a_migration_to_another_host_goes_through_ssh() -> None:
+    assert shlex.split(migrate_command("g1", "vlab2")) == ["xl", "-vvv", "migrate", "g1",
+                                                           "vlab2"]

@@ -92,26 +92,32 @@ def as_hosts(dom0s: list[FakeDom0]) -> list[Host]:
     return [cast(Host, dom0) for dom0 in dom0s]
 
 
-def test_pairing_trusts_each_dom0s_new_key_and_knows_both_hosts(dom0s: list[FakeDom0]) -> None:
-    vlab1, vlab2 = dom0s
+def test_pairing_trusts_the_peers_new_key_and_knows_the_peer(dom0s: list[FakeDom0]) -> None:
+    vlab1 = dom0s[0]
+    checked: list[str] = []
+    for dom0 in dom0s:  # the stand-in ssh notes where it was asked to go
+        dom0.ssh = f"echo {dom0.name} \"$@\" >> {dom0.root / 'ssh-calls'}"
     pair_hosts(as_hosts(dom0s))
-    keys = [" ".join(dom0.path(f"{TRUST_KEY}.pub").read_text().split()[:2]) for dom0 in dom0s]
     for dom0 in dom0s:
-        assert dom0.path("/root/.ssh/authorized_keys").read_text() == (
-            f"{ADMIN_KEY}\n{keys[0]} vlab1 {PEER_MARK}\n{keys[1]} vlab2 {PEER_MARK}\n")
-        assert dom0.path("/etc/hosts").read_text().endswith(
-            f"198.51.100.11 vlab1 # {PEER_MARK}\n198.51.100.12 vlab2 # {PEER_MARK}\n")
-        assert f"IdentityFile {dom0.path(TRUST_KEY)}\n" in dom0.path(SSH_CLIENT_CONFIG).read_text()
-    known = vlab1.path(TRUST_KNOWN_HOSTS).read_text().splitlines()
+        checked += (dom0.root / "ssh-calls").read_text().splitlines()
+        (dom0.root / "ssh-calls").unlink()
+    assert sorted(checked) == ["vlab1 -o BatchMode=yes -o ConnectTimeout=20 vlab2 true",
+                               "vlab2 -o BatchMode=yes -o ConnectTimeout=20 vlab1 true"]
+    keys = [" ".join(dom0.path(f"{TRUST_KEY}.pub").read_text().split()[:2]) for dom0 in dom0s]
     pinned = [" ".join(dom0.spec.ssh.host_key_file.read_text().split()[:2]) for dom0 in dom0s]
-    assert known == [f"vlab1,198.51.100.11,localhost,127.0.0.1 {pinned[0]}",
-                     f"vlab2,198.51.100.12 {pinned[1]}"]
+    for dom0, (peer, address, key, host_key) in zip(
+            dom0s, [("vlab2", "198.51.100.12", keys[1], pinned[1]),
+                    ("vlab1", "198.51.100.11", keys[0], pinned[0])], strict=True):
+        assert dom0.path("/root/.ssh/authorized_keys").read_text() == (
+            f"{ADMIN_KEY}\n{key} {peer} {PEER_MARK}\n")
+        assert dom0.path("/etc/hosts").read_text().endswith(
+            f"-link\n{address} {peer} # {PEER_MARK}\n")
+        assert dom0.path(TRUST_KNOWN_HOSTS).read_text() == f"{peer},{address} {host_key}\n"
+        assert f"IdentityFile {dom0.path(TRUST_KEY)}\n" in dom0.path(SSH_CLIENT_CONFIG).read_text()
     # checked by OpenSSH's own reader of known_hosts
     found = subprocess.run(["ssh-keygen", "-F", "vlab2", "-f", str(vlab1.path(TRUST_KNOWN_HOSTS))],
                            capture_output=True, text=True, check=False)
     assert found.returncode == 0 and pinned[1] in found.stdout
-    assert vlab2.path(TRUST_KNOWN_HOSTS).read_text().splitlines()[1].startswith(
-        "vlab2,198.51.100.12,localhost,127.0.0.1 ")
     # what OpenSSH's client makes of the config for a peer (-G: print it, connect nowhere)
     config = subprocess.run(["ssh", "-G", "-F", str(vlab1.path(SSH_CLIENT_CONFIG)), "vlab2"],
                             capture_output=True, text=True, check=True).stdout.splitlines()
@@ -119,6 +125,11 @@ def test_pairing_trusts_each_dom0s_new_key_and_knows_both_hosts(dom0s: list[Fake
             f"userknownhostsfile {vlab1.path(TRUST_KNOWN_HOSTS)}",
             "stricthostkeychecking true", "updatehostkeys false",
             "batchmode yes"} <= set(config)
+    # and of any other name: none of the pairing's settings
+    elsewhere = subprocess.run(["ssh", "-G", "-F", str(vlab1.path(SSH_CLIENT_CONFIG)),
+                                "localhost"], capture_output=True, text=True,
+                               check=True).stdout.splitlines()
+    assert f"identityfile {vlab1.path(TRUST_KEY)}" not in elsewhere
 
 
 def test_pair_then_unpair_leaves_every_file_as_it_was(dom0s: list[FakeDom0]) -> None:
@@ -144,7 +155,7 @@ def test_a_second_pairing_replaces_the_first(dom0s: list[FakeDom0]) -> None:
     pair_hosts(as_hosts(dom0s))
     authorized = dom0s[0].path("/root/.ssh/authorized_keys").read_text()
     assert first.split()[1] not in authorized  # the old key no longer logs in
-    assert authorized.count(PEER_MARK) == 2
+    assert authorized.count(PEER_MARK) == 1
 
 
 def test_traces_left_by_an_earlier_harness_are_removed(dom0s: list[FakeDom0]) -> None:
@@ -168,8 +179,8 @@ def test_the_leak_check_names_a_trace_left_behind(
     message = str(leaked.value)
     assert message.startswith("left behind after their pairing for migration was removed: "
                               "vlab1: migration trust: "), message
-    for dom0 in dom0s:
-        assert f"{dom0.path('/etc/hosts')}:198.51.100.11 vlab1 # {PEER_MARK}" in message
+    assert f"{dom0s[1].path('/etc/hosts')}:198.51.100.11 vlab1 # {PEER_MARK}" in message
+    assert f"{dom0s[0].path('/etc/hosts')}:198.51.100.12 vlab2 # {PEER_MARK}" in message
     assert "authorized_keys:" not in message  # what was removed is not named
 
 
@@ -222,7 +233,7 @@ def test_the_hosts_check_their_ssh_to_the_peers_side_by_side(dom0s: list[FakeDom
         name, at, what = line.split()
         first, last = spans.get(name, (float("inf"), 0.0))
         spans[name] = (min(first, float(at)), last) if what == "start" else (first, float(at))
-    assert len(log.read_text().splitlines()) == 2 * 2 * 3  # every host to each peer
+    assert len(log.read_text().splitlines()) == 2 * 2  # each host to its peer
     (start1, end1), (start2, end2) = spans["vlab1"], spans["vlab2"]
     assert start2 < end1 and start1 < end2  # at the same time
 

@@ -64,7 +64,7 @@ def test_pairing_writes_hostile_names_and_addresses_verbatim(tmp_path: Path,
                               f"10.0.0.2 vlab2 # {PEER_MARK}\n")
     assert files["known_hosts"] == f"{value},{value} ssh-ed25519 AAAA{value}\n"
     assert files["authorized_keys"] == f"ssh-ed25519 AAAA{value} {value} {PEER_MARK}\n"
-    assert f"Host localhost {value} vlab2\n" in files["config"]
+    assert f"Host {value} vlab2\n" in files["config"]
     run_pairing(script, tmp_path)  # idempotent: lines replaced, not added twice
     assert files == run_pairing(script, tmp_path)
 
