@@ -11,7 +11,7 @@ import logging
 import re
 import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -153,20 +153,27 @@ class NetworkFailure(ProductFailure):
     """Traffic that should flow did not, or not well enough."""
 
 
-def check_pings(guest: Guest, target: str, what: str, figures: Figures) -> PingStats:
-    """`guest` pings `target` PINGS times at PING_INTERVAL; fails at MAX_LOSS_PERCENT.
-    A few pings first, not counted: the loss is measured on a path whose neighbours
+def check_pings(guest: Guest, paths: Mapping[str, str], figures: Figures) -> None:
+    """`guest` pings each target of `paths` ({what: target}) PINGS times at
+    PING_INTERVAL, all paths at once; fails at MAX_LOSS_PERCENT on any of them, naming
+    each. A few pings first, not counted: the loss is measured on paths whose neighbours
     are resolved (through proxy ARP, the first packets wait on two resolutions)."""
-    warm_up = guest.ping(target, 3, 0.5)
-    if warm_up.received == 0:
-        raise NetworkFailure(f"{what}: no reply at all from {target}: {warm_up}")
-    stats = guest.ping(target, PINGS, PING_INTERVAL)
-    figures.add(f"{what} loss", stats.loss_percent, "%")
-    if stats.rtt_avg_ms is not None:
-        figures.add(f"{what} rtt avg", stats.rtt_avg_ms, "ms")
-    if stats.loss_percent >= MAX_LOSS_PERCENT:
-        raise NetworkFailure(f"{what}: {stats} (at most {MAX_LOSS_PERCENT} % allowed)")
-    return stats
+    whats, targets = list(paths), list(paths.values())
+    silent = [f"{what}: no reply at all from {target}: {warm_up}"
+              for what, target, warm_up in zip(whats, targets, guest.pings(targets, 3, 0.5),
+                                                strict=True)
+              if warm_up.received == 0]
+    if silent:
+        raise NetworkFailure("; ".join(silent))
+    lossy = []
+    for what, stats in zip(whats, guest.pings(targets, PINGS, PING_INTERVAL), strict=True):
+        figures.add(f"{what} loss", stats.loss_percent, "%")
+        if stats.rtt_avg_ms is not None:
+            figures.add(f"{what} rtt avg", stats.rtt_avg_ms, "ms")
+        if stats.loss_percent >= MAX_LOSS_PERCENT:
+            lossy.append(f"{what}: {stats}")
+    if lossy:
+        raise NetworkFailure(f"{'; '.join(lossy)} (at most {MAX_LOSS_PERCENT} % allowed)")
 
 
 def measure_transfer(guest: Guest, host: Host, address: str, what: str,

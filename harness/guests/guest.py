@@ -58,6 +58,7 @@ CONFIG_DIR = "/etc/xen/xenhil"
 CONSOLE_READ_LIMIT = 1024 * 1024  # bytes of a guest console read at most: its end
 # Seen on a guest's console while it boots: give up at once, it will not come up.
 CONSOLE_FAILURES = ("Kernel panic - not syncing", ERROR_MARKER)
+PING_OUTPUT_SEPARATOR = "== xenhil ping output =="  # before each of Guest.pings' outputs
 
 
 class GuestFailed(ProductFailure):
@@ -212,11 +213,25 @@ class Guest:
 
     def ping(self, target: str, count: int, interval: float = 1.0) -> PingStats:
         """The guest pings `target` (busybox ping); its summary, whatever the loss."""
+        return self.pings([target], count, interval)[0]
+
+    def pings(self, targets: Sequence[str], count: int,
+              interval: float = 1.0) -> list[PingStats]:
+        """The guest pings all `targets` at once, a busybox ping each; their summaries
+        in order, whatever the loss."""
         deadline = int(count * interval + 10)
-        result = self.run(f"ping -q -c {int(count)} -i {float(interval)} -w {deadline} "
-                          f"{shlex.quote(target)}",
+        outputs = [f"/run/xenhil-ping-{n}" for n in range(len(targets))]
+        started = "".join(f"ping -q -c {int(count)} -i {float(interval)} -w {deadline} "
+                          f"{shlex.quote(target)} > {output} 2>&1 & "
+                          for target, output in zip(targets, outputs, strict=True))
+        shown = "; ".join(f"echo {PING_OUTPUT_SEPARATOR}; cat {output}" for output in outputs)
+        result = self.run(f"{started}wait; {shown}; rm -f {' '.join(outputs)}",
                           check=False, timeout=deadline + self.host.timeouts["command"])
-        return parse_ping(result.stdout + result.stderr)
+        parts = (result.stdout + result.stderr).split(PING_OUTPUT_SEPARATOR + "\n")[1:]
+        if len(parts) != len(targets):
+            raise ValueError(f"{self.name}: {len(parts)} ping outputs for {len(targets)} "
+                             f"targets: {result.render()[-500:]}")
+        return [parse_ping(part) for part in parts]
 
     def send_zeros(self, target: str, port: int, size: int, timeout: float) -> None:
         """Send `size` bytes over TCP to `target`:`port` (a TcpSink)."""

@@ -30,7 +30,7 @@ def test_bridged_guest_talks_to_dom0(xen_host: Host, guests: GuestFactory,
     vif = guest.vif()
     assert bridge_of(xen_host, vif) == BRIDGE, f"{vif} is not a port of {BRIDGE}"
     dom0 = bridge_address(xen_host)
-    check_pings(guest, dom0, "guest -> dom0", figures)
+    check_pings(guest, {"guest -> dom0": dom0}, figures)
     measure_transfer(guest, xen_host, dom0, "guest -> dom0 TCP", figures)
 
     guest.destroy()
@@ -41,14 +41,14 @@ def test_bridged_guest_talks_to_dom0(xen_host: Host, guests: GuestFactory,
 def test_bridged_guests_on_one_host_talk(xen_host: Host, guests: GuestFactory,
                                          figures: Figures) -> None:
     first, second = guests(on=xen_host), guests(on=xen_host)
-    check_pings(first, second.ip, "guest -> guest, same host", figures)
+    check_pings(first, {"guest -> guest, same host": second.ip}, figures)
 
 
 def test_bridged_guests_on_two_hosts_talk(xen_host_pair: tuple[Host, Host],
                                           guests: GuestFactory, figures: Figures) -> None:
     here, there = xen_host_pair
     local, remote = guests(on=here), guests(on=there)
-    check_pings(local, remote.ip, f"guest on {here.name} -> guest on {there.name}", figures)
+    check_pings(local, {f"guest on {here.name} -> guest on {there.name}": remote.ip}, figures)
     measure_transfer(local, there, bridge_address(there),
                      f"guest on {here.name} -> dom0 of {there.name} TCP", figures)
 
