@@ -76,24 +76,25 @@ def pair_hosts(hosts: Sequence[Host]) -> None:
     if missing:
         raise ConfigError(f"{', '.join(missing)}: no link_address in the lab file; "
                           "migration goes over the host-to-host link")
-    peers = [(host.name, str(host.spec.link_address)) for host in hosts]
-    public_keys = [(host.name, host.run(keygen_command()).stdout) for host in hosts]
+    public_keys = {host.name: host.run(keygen_command()).stdout for host in hosts}
+    peers_of = {host.name: [other for other in hosts if other is not host] for host in hosts}
     for host in hosts:
-        host.run(pairing_script([peer for peer in peers if peer[0] != host.name],
-                                [key for key in public_keys if key[0] != host.name],
-                                _known_hosts(host, hosts)))
+        peers = peers_of[host.name]
+        host.run(pairing_script([(peer.name, str(peer.spec.link_address)) for peer in peers],
+                                [(peer.name, public_keys[peer.name]) for peer in peers],
+                                _known_hosts(peers)))
     # Each check is a whole SSH handshake (seconds under TCG): the hosts check side by side.
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        for check in [pool.submit(_check_peers, host, hosts) for host in hosts]:
+        for check in [pool.submit(_check_peers, host, peers_of[host.name]) for host in hosts]:
             check.result()
 
 
-def _check_peers(host: Host, hosts: Sequence[Host]) -> None:
-    for peer in [other.name for other in hosts if other is not host]:
-        result = host.run(ssh_check_command(peer), check=False)
+def _check_peers(host: Host, peers: Sequence[Host]) -> None:
+    for peer in peers:
+        result = host.run(ssh_check_command(peer.name), check=False)
         if not result.ok:
             raise InfrastructureError(
-                f"{host.name}: root cannot SSH to {peer} after pairing (needed by xl "
+                f"{host.name}: root cannot SSH to {peer.name} after pairing (needed by xl "
                 f"migrate): {(result.stderr or result.stdout).strip()}")
 
 
@@ -198,11 +199,11 @@ def _ssh_client_config(names: Sequence[str]) -> str:
             f"    ServerAliveCountMax 3\n")
 
 
-def _known_hosts(host: Host, hosts: Sequence[Host]) -> list[tuple[str, str]]:
-    """(names, `type key`) for the pairing's known_hosts on `host`: every other host of
-    the pair, with the keys the lab trusts for it."""
+def _known_hosts(peers: Sequence[Host]) -> list[tuple[str, str]]:
+    """(names, `type key`) for a pairing's known_hosts: each of `peers`, with the keys
+    the lab trusts for it."""
     entries = []
-    for peer in (other for other in hosts if other is not host):
+    for peer in peers:
         names = f"{peer.name},{peer.spec.link_address}"
         endpoint = peer.spec.ssh
         keys = trusted_keys(endpoint).lookup(known_hosts_name(endpoint.address, endpoint.port))
