@@ -150,7 +150,7 @@ def migrate(guest: Guest, to: Host, *, options: Sequence[str] = (),
     probe = PingProbe(probe_from or to, guest.ip, guest.name)
     ensure_console_logging(to)  # the guest's console goes on in `to`'s log
     if guest.config.type == "hvm":  # the destination's device model loads them again
-        upload_guest_files(to, guest.image)
+        upload_guest_files(to, guest.image.files_for("hvm"))
     console_offset = guest.console_size_on(to)
     with evidence.step(f"{what}: {guest.name}"):
         probe.start()

@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+from collections.abc import Sequence
+from pathlib import Path
 
 from ..distro import distro
 from ..errors import InfrastructureError
 from ..host import Host
-from .image import GuestImage
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,11 @@ def device_model_missing(host: Host) -> str | None:
             "part of this build)")
 
 
-def upload_guest_files(host: Host, image: GuestImage) -> None:
-    """Copy the kernels and the initramfs to dom0 unless there already (their names
+def upload_guest_files(host: Host, files: Sequence[Path]) -> None:
+    """Copy guest files (kernels, initramfs) to dom0 unless there already (their names
     carry their version: the kernel release, the initramfs's hash)."""
     host.run(f"mkdir -p {GUEST_FILES_DIR}")
-    for local in image.files:
+    for local in files:
         remote = f"{GUEST_FILES_DIR}/{local.name}"
         if remote_size(host, remote) == local.stat().st_size:
             continue

@@ -319,6 +319,7 @@ class GuestFactory:
         self.hosts: set[Host] = set()  # every host a guest was made on (or tried)
         self.leak_check = LeakCheck()
         self._networks: dict[str, ipaddress.IPv4Network] = {}
+        self._uploaded: set[tuple[str, str]] = set()  # (host, file) on dom0
 
     def __call__(self, on: Host, *, name: str | None = None,
                  memory_mb: int = DEFAULT_MEMORY_MB, vcpus: int = 1, type: str = "pv",
@@ -344,6 +345,11 @@ class GuestFactory:
             address=address, mac=mac, memory_mb=memory_mb, vcpus=vcpus, bridge=bridge,
             type=type, network=network, gateway=gateway, disks=tuple(disks),
         )
+        # Only what this type boots: the bzImage goes to a host once an HVM guest needs it.
+        needed = [path for path in self.image.files_for(type)
+                  if (on.name, path.name) not in self._uploaded]
+        upload_guest_files(on, needed)
+        self._uploaded.update((on.name, path.name) for path in needed)
         guest = Guest(config, on, self.image)
         earlier = [g for g in self.guests if (g.host, g.name) == (on, guest.name)]
         self.guests.append(guest)
@@ -389,11 +395,10 @@ class GuestFactory:
             guest.close()
 
     def _prepare(self, host: Host) -> ipaddress.IPv4Network:
-        """Once per host and test: guest files on dom0, console logging, the bridge,
-        and the host's state noted for the leak check."""
+        """Once per host and test: console logging, the bridge, and the host's state
+        noted for the leak check."""
         self.hosts.add(host)
         if host.name not in self._networks:
-            upload_guest_files(host, self.image)
             ensure_console_logging(host)
             output = host.run(f"ip -o -4 addr show dev {BRIDGE}", check=False).stdout
             network = bridge_network(output)

@@ -28,6 +28,7 @@ from harness.guests.guest import console_failure
 from harness.guests.image import (
     READY_MARKER,
     GuestImage,
+    compact_elf,
     elf_of_bzimage,
     installed_kernel,
     loaded_libraries,
@@ -184,6 +185,79 @@ def test_vmlinux_out_of_a_bzimage() -> None:
         elf_of_bzimage(bzimage(gzip.compress(elf), version=0x207), "k")
 
 
+PT_LOAD, PT_NOTE = 1, 4
+
+
+def elf_file(segments: list[tuple[int, int, bytes, int]]) -> bytes:
+    """An ELF64 file laid out as vmlinux is: each segment (type, address, file bytes,
+    memory size) at a 2 MiB-aligned offset, then section headers."""
+    body = bytearray(0x200000)
+    headers: list[tuple[int, ...]] = []
+    for kind, address, data, memsz in segments:
+        if kind == PT_NOTE:  # inside the segment before it, as in vmlinux
+            offset = headers[-1][2] + address - headers[-1][3]
+        else:
+            body += bytes(-len(body) % 0x200000)
+            offset = len(body)
+            body += data
+        headers.append((kind, 5, offset, address, address, len(data), memsz, 0x200000))
+    shoff = len(body)
+    body += b"\x5a" * 3 * 64
+    header = struct.pack("<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01".ljust(16, b"\0"), 2,
+                         62, 1, 0x1000000, 64, shoff, 0, 64, 56, len(headers), 64, 3, 2)
+    body[:64] = header
+    for index, fields in enumerate(headers):
+        struct.pack_into("<IIQQQQQQ", body, 64 + 56 * index, *fields)
+    return bytes(body)
+
+
+def loaded(elf: bytes) -> tuple[dict[int, bytes], list[bytes]]:
+    """What a loader makes of `elf`: memory from each segment's address (its file
+    bytes, zero-filled to its memory size), and the notes' bytes."""
+    phoff, phnum = struct.unpack_from("<Q", elf, 0x20)[0], struct.unpack_from("<H", elf, 0x38)[0]
+    memory: dict[int, bytes] = {}
+    notes: list[bytes] = []
+    for index in range(phnum):
+        kind, _, offset, address, _, filesz, memsz, _ = struct.unpack_from(
+            "<IIQQQQQQ", elf, phoff + 56 * index)
+        data = elf[offset:offset + filesz]
+        if kind == PT_LOAD:
+            memory[address] = data + bytes(memsz - filesz)
+        else:
+            notes.append(data)
+    return memory, notes
+
+
+def test_compact_vmlinux_loads_the_same_memory_from_fewer_bytes() -> None:
+    text = bytes(range(1, 256)) * 40 + b"\0\0"
+    data = b"\x07" * 5000 + bytes(3000)
+    bss_after_init = b"\x09" * 100 + bytes(300000)
+    elf = elf_file([(PT_LOAD, 0x1000000, text, len(text)),
+                    (PT_NOTE, 0x1000100, text[0x100:0x140], 0x40),
+                    (PT_LOAD, 0x2a00000, data, len(data) + 4096),
+                    (PT_LOAD, 0x3077000, bss_after_init, len(bss_after_init))])
+    compact = compact_elf(elf, "vmlinux")
+    assert loaded(compact) == loaded(elf)
+    assert len(compact) < len(text) + 5000 + 100 + 3 * 4096
+    assert struct.unpack_from("<QQ", compact, 0x20)[1] == 0  # no section headers
+    assert struct.unpack_from("<HH", compact, 0x3C) == (0, 0)
+    for index in range(4):
+        _, _, offset, address = struct.unpack_from("<IIQQ", compact, 64 + 56 * index)
+        assert offset % 4096 == address % 4096 or index == 1  # the note is not loaded
+
+
+def test_compact_elf_refuses_what_it_cannot_move() -> None:
+    text = b"\x01" * 1000 + bytes(1000)
+    outside = elf_file([(PT_LOAD, 0x1000000, text, len(text)),
+                        (PT_NOTE, 0x1000500, bytes(16), 16)])  # in the zeros that go
+    with pytest.raises(VlabBuildError, match="vmlinux: a segment of type 0x4 lies outside"):
+        compact_elf(outside, "vmlinux")
+    big_endian = bytearray(outside)
+    big_endian[5] = 2
+    with pytest.raises(VlabBuildError, match="vmlinux: not a little-endian ELF64"):
+        compact_elf(bytes(big_endian), "vmlinux")
+
+
 def test_pv_and_pvh_boot_the_elf_kernel_hvm_the_bzimage(tmp_path: Path) -> None:
     manifest = {"kernel": "vmlinuz-6.1.0-50-amd64", "elf_kernel": "vmlinux-6.1.0-50-amd64",
                 "initrd": "initrd-0123456789ab.gz", "host_key": "key.pub",
@@ -193,8 +267,10 @@ def test_pv_and_pvh_boot_the_elf_kernel_hvm_the_bzimage(tmp_path: Path) -> None:
     assert image.kernel_for("pv").name == image.kernel_for("pvh").name \
         == "vmlinux-6.1.0-50-amd64"
     assert image.kernel_for("hvm").name == "vmlinuz-6.1.0-50-amd64"
-    assert [path.name for path in image.files] == [
-        "vmlinuz-6.1.0-50-amd64", "vmlinux-6.1.0-50-amd64", "initrd-0123456789ab.gz"]
+    assert [path.name for path in image.files_for("pvh")] == [
+        "vmlinux-6.1.0-50-amd64", "initrd-0123456789ab.gz"]
+    assert [path.name for path in image.files_for("hvm")] == [
+        "vmlinuz-6.1.0-50-amd64", "initrd-0123456789ab.gz"]
 
 
 def test_kernel_of_the_metapackage() -> None:
