@@ -114,9 +114,10 @@ class VirtualHost:
             # TCG: no usable KVM here. graphics=off puts SeaBIOS's own output on the
             # serial port. qemu64 because plain `max` makes Xen fault dom0 on SMAP; it
             # has AMD SVM, and +npt adds nested paging, which Xen needs for PVH and HVM
-            # guests when it has no shadow paging (Debian's 4.17 has none).
+            # guests when it has no shadow paging (Debian's 4.17 has none). +rdrand seeds
+            # the kernels' RNG at once: a guest kernel waited 3 s for it under TCG.
             "-machine", "q35,accel=tcg,graphics=off",
-            "-cpu", "qemu64,+npt",
+            "-cpu", "qemu64,+npt,+rdrand",
             "-m", str(self.memory_mb), "-smp", str(self.vcpus),
             "-nodefaults", "-no-user-config", "-display", "none",
             # wait=on: the machine does not start until the com1 recorder is connected,
