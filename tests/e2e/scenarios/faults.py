@@ -8,7 +8,8 @@ run on vlab1, and vlab2 is the host whose BMC dies.
 2. The host's machine freezes (QEMU stopped) while a command runs in a guest: the test
    fails "host hung" within the hang timeout; the next test gets the host back.
 3. vlab2's BMC is killed: the test using vlab2 is BROKEN naming the BMC, the next one on
-   vlab2 is BROKEN at once, and vlab1 still runs its test.
+   vlab2 is BROKEN at once, and vlab1 still runs its test. vlab2 stays powered off: the
+   BMC is polled whether or not its host is up, and booting it would only cost a minute.
 
 Each injection time is attached ("fault injected", seconds since the epoch) so that
 the e2e test can measure how long detection took.
@@ -62,7 +63,6 @@ def test_host_recovered_after_the_hang(xen_host: Host) -> None:
 
 def test_dead_bmc_makes_its_host_broken(xenhil: XenhilRun) -> None:
     host = xenhil.hosts["vlab2"]
-    host.ensure_shell()  # powered on into whatever it has
     bmc = int(virtual_machine(host).bmc_pid_file.read_text())
     os.kill(bmc, signal.SIGKILL)
     injected(f"SIGKILL to ipmi_sim PID {bmc}")
