@@ -58,7 +58,7 @@ run: setup
 
 # What is too long for make test: a whole run and where its time went, the boot and
 # panic figures, the end-to-end demonstrations marked `long` (lab sharing through a
-# coordinator, RFC 2217 and SOL consoles), then a bisection.
+# coordinator, a known issue and reproduce, RFC 2217 and SOL consoles), then a bisection.
 bench: APT_PACKAGES += $(TEST_APT_PACKAGES)
 bench: setup vlab-build
 	$(BIN)/python bench/run_figures.py
