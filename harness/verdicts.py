@@ -5,15 +5,19 @@
   the same fault met again by a fixture's cleanup is not a second error.
 - A test stopped by Ctrl-C or SIGTERM is reported broken, "interrupted".
 - On failure: Xen's debug-key dump on com1, dom0's guest and network state, a support
-  bundle of every host the test used (once per host per burst of failures); then the
-  test's evidence (com1 slices, transcripts, boot timeline, figures) is attached.
+  bundle of every host the test used (once per host per burst of failures; the run's
+  retest of regressed tests continues the burst its last tests left); then the test's
+  evidence (com1 slices, transcripts, boot timeline, figures) is attached.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import allure
@@ -26,7 +30,7 @@ from .host import Host
 from .network import diagnosis
 from .plugin import EVIDENCE, FIGURES, Evidence, XenhilRun
 from .remote import SSHUnavailable
-from .support import SupportBundle, collect
+from .support import collect
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +158,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
             _support_bundles_after_failure(item, evidence, down)
         _timed_step(item, DIAGNOSIS_STEP, diagnosis_started)
     elif report.when == "call" and report.passed:
-        item.config.stash[FAILURE_BURST] = {}  # a pass ends the burst of failures
+        burst = item.config.stash.setdefault(FAILURE_BURST, FailureBurst())
+        if evidence is not None:
+            burst.open(evidence.run.reports, retest=False)
+        burst.end()  # a pass ends the burst of failures, a retest's first test included
     if evidence is not None:
         evidence.attach()
     measured = item.stash.get(FIGURES, None)
@@ -203,8 +210,54 @@ def _dump_xen_state(run: XenhilRun) -> None:
             host.dump_xen_state()
 
 
-# Host name -> the bundle collected in the current burst of failed tests.
-FAILURE_BURST = pytest.StashKey[dict[str, SupportBundle]]()
+@dataclass(frozen=True)
+class BundleLink:
+    """A support bundle as the later failures of its burst link it."""
+
+    directory: Path
+    summary: str
+
+
+class FailureBurst:
+    """The support bundle of each host in the current burst of failed tests; a passed
+    test ends the burst. It is kept in reports/<run-id>/support/ too: the run's retest
+    of regressed tests (--attempt 2) follows its last tests with nothing in between, so
+    it continues their burst instead of collecting the same hosts' state again."""
+
+    FILE = "failure-burst.json"
+
+    def __init__(self) -> None:
+        self.bundles: dict[str, BundleLink] = {}
+        self.path: Path | None = None
+
+    def open(self, reports: Path, *, retest: bool) -> None:
+        """Where the burst is kept; a retest starts from what the first session left."""
+        if self.path is not None:
+            return
+        self.path = reports / "support" / self.FILE
+        if retest and self.path.is_file():
+            try:
+                kept = json.loads(self.path.read_text())
+                self.bundles = {host: BundleLink(Path(link["directory"]), link["summary"])
+                                for host, link in kept.items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+                log.warning("%s: not continuing the burst of failures: %s", self.path, error)
+
+    def add(self, host: str, link: BundleLink) -> None:
+        self.bundles[host] = link
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(
+                {name: {"directory": str(kept.directory), "summary": kept.summary}
+                 for name, kept in self.bundles.items()}, indent=1))
+
+    def end(self) -> None:
+        self.bundles = {}
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+FAILURE_BURST = pytest.StashKey[FailureBurst]()
 
 
 def _support_bundles_after_failure(item: pytest.Item, evidence: Evidence,
@@ -213,15 +266,15 @@ def _support_bundles_after_failure(item: pytest.Item, evidence: Evidence,
     parametrized with), once per host per burst of failures, within the table's
     `support_after_failure`; linked from the test's report. A collection that fails is
     noted beside the test's own failure, never instead of it."""
-    burst = item.config.stash.setdefault(FAILURE_BURST, {})
+    burst = item.config.stash.setdefault(FAILURE_BURST, FailureBurst())
+    burst.open(evidence.run.reports, retest=item.config.getoption("--attempt", default=1) > 1)
     deadline = None
     for host in _hosts_used(item, evidence.run):
-        if host.name in burst:
-            bundle = burst[host.name]
+        if (link := burst.bundles.get(host.name)) is not None:
             allure.attach(f"collected after an earlier failure of this burst:\n"
-                          f"{bundle.summary()}\n", name=f"{host.name} support bundle",
+                          f"{link.summary}\n", name=f"{host.name} support bundle",
                           attachment_type=allure.attachment_type.TEXT)
-            allure.dynamic.link(bundle.directory.as_uri(), name=f"{host.name} support bundle")
+            allure.dynamic.link(link.directory.as_uri(), name=f"{host.name} support bundle")
             continue
         if host.name in down:  # crashed, hung or its boot broke: nothing answers SSH
             fault = host.health.current
@@ -239,7 +292,7 @@ def _support_bundles_after_failure(item: pytest.Item, evidence: Evidence,
             except Exception as error:  # the test's own failure stays what is reported
                 note = f"{type(error).__name__}: {error}"
             else:
-                burst[host.name] = bundle
+                burst.add(host.name, BundleLink(bundle.directory, bundle.summary()))
                 item.user_properties.append((f"support_bundle_{host.name}",
                                              str(bundle.directory)))
                 allure.attach(bundle.render(), name=f"{host.name} support bundle",

@@ -5,7 +5,9 @@ make test (the memory across runs):
 1. 4.17.7: passes, and becomes the baseline (kind nightly).
 2. The same profile on 4.17.7 with a broken vif-bridge (`xenhil vlab build` makes it):
    the bridged guest test is a REGRESSION and the run exits 1. A test made to fail on
-   its first try only is retested at the end (--retest-regressions) and is FLAKY.
+   its first try only is retested at the end (--retest-regressions) and is FLAKY. The
+   retest of the bridged test fails again and links the support bundle of the run's
+   failures just before it.
 Then `xenhil compare` names the regression of run 2, and `xenhil runs` and
 `xenhil history` show both runs.
 
@@ -31,7 +33,7 @@ from harness.paths import PROJECT_ROOT, cache_dir
 from harness.vlab import control
 from harness.vlab.installed import forget_kept_disks
 
-from .test_run import XENHIL, allure_results
+from .test_run import XENHIL, allure_results, attachment
 
 SMOKE = ["run", "--profile", "smoke", "--hosts", "vlab1", "--kind", "nightly", "--keep-up"]
 FAIL_ONCE = str(Path(__file__).parent / "scenarios" / "fail_once.py")
@@ -87,6 +89,15 @@ def test_regression_and_flaky_against_the_baseline(results_env: dict[str, str],
     message = allure_results(REPORTS / "e2e-results-regressed")[
         "test_bridged_guest_talks_to_dom0[vlab1]"]["statusDetails"]["message"]
     assert "vif-bridge" in message, message
+    # The retest followed the failed tests at once: it links their burst's bundle.
+    bundles = [path for path in (REPORTS / "e2e-results-regressed" / "support" / "vlab1"
+                                 ).iterdir() if path.is_dir()]
+    assert len(bundles) == 1, bundles
+    retest = next(r for r in _all_results(REPORTS / "e2e-results-regressed")
+                  if {"name": "attempt", "value": "2"} in r["labels"]
+                  and r["name"] == "test_bridged_guest_talks_to_dom0[vlab1]")
+    assert "earlier failure of this burst" in attachment(
+        REPORTS / "e2e-results-regressed", retest, "vlab1 support bundle")
 
     compared = xenhil(results_env, "compare", "e2e-results-regressed")
     assert compared.returncode == 1, output(compared)

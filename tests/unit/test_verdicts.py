@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from harness.console_watch import ConsoleCrash, ConsoleEvent, Severity
 from harness.health import HostHealth, HostHung
 from harness.plugin import EVIDENCE
 from harness.remote import SSHUnavailable, Transcript
-from harness.verdicts import TEST_STARTED, _fault_first
+from harness.verdicts import TEST_STARTED, BundleLink, FailureBurst, _fault_first
 
 CRASH = ConsoleEvent("linux_panic", "[   40.225452] Kernel panic - not syncing: sysrq "
                      "triggered crash", Severity.FATAL)
@@ -184,3 +185,39 @@ def test_com1_slice_of_a_test_is_capped_to_its_end(tmp_path: Any,
     assert text.startswith("[... ") and "bytes before this are in" in text
     assert text.rstrip().endswith("line 0499")
     assert "line 0000" not in text and len(text) < 1200
+
+
+def test_a_retest_continues_the_burst_its_run_left(tmp_path: Path) -> None:
+    reports = tmp_path / "reports" / "run-1"
+    first = FailureBurst()
+    first.open(reports, retest=False)
+    link = BundleLink(reports / "support" / "vlab1" / "vlab1-1", "support bundle of vlab1")
+    first.add("vlab1", link)
+
+    retest = FailureBurst()
+    retest.open(reports, retest=True)
+    assert retest.bundles == {"vlab1": link}
+    # A fresh session of the same run id starts its own burst.
+    again = FailureBurst()
+    again.open(reports, retest=False)
+    assert again.bundles == {}
+
+
+def test_a_pass_ends_the_burst_for_the_retest_too(tmp_path: Path) -> None:
+    first = FailureBurst()
+    first.open(tmp_path, retest=False)
+    first.add("vlab1", BundleLink(tmp_path / "bundle", "support bundle of vlab1"))
+    first.end()
+    assert first.bundles == {}
+
+    retest = FailureBurst()
+    retest.open(tmp_path, retest=True)
+    assert retest.bundles == {}
+
+
+def test_a_retest_starts_afresh_from_an_unreadable_burst(tmp_path: Path) -> None:
+    (tmp_path / "support").mkdir()
+    (tmp_path / "support" / FailureBurst.FILE).write_text('{"vlab1": ')  # cut short
+    retest = FailureBurst()
+    retest.open(tmp_path, retest=True)
+    assert retest.bundles == {}
