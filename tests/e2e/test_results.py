@@ -33,7 +33,7 @@ from harness.paths import PROJECT_ROOT, cache_dir
 from harness.vlab import control
 from harness.vlab.installed import forget_kept_disks
 
-from .test_run import XENHIL, allure_results, attachment
+from .test_run import XENHIL, attachment
 
 SMOKE = ["run", "--profile", "smoke", "--hosts", "vlab1", "--kind", "nightly", "--keep-up"]
 FAIL_ONCE = str(Path(__file__).parent / "scenarios" / "fail_once.py")
@@ -81,23 +81,23 @@ def test_regression_and_flaky_against_the_baseline(results_env: dict[str, str],
     page = (REPORTS / "e2e-results-regressed" / "index.html").read_text()
     assert "REGRESSION" in page and "FLAKY" in page and "e2e-results-baseline" in page
     assert "+xenhil.vifbroken1" in page  # the package that changed since the baseline
-    statuses = sorted((r["name"], r["status"]) for r in
-                      _all_results(REPORTS / "e2e-results-regressed"))
+    regressed_dir = REPORTS / "e2e-results-regressed"
+    results = _all_results(regressed_dir)
+    statuses = sorted((r["name"], r["status"]) for r in results)
     # First tries and retests: the bridged test failed twice, the flaky one once.
     assert statuses.count(("test_bridged_guest_talks_to_dom0[vlab1]", "failed")) == 2
     assert ("test_fails_on_its_first_try_only", "passed") in statuses
-    message = allure_results(REPORTS / "e2e-results-regressed")[
-        "test_bridged_guest_talks_to_dom0[vlab1]"]["statusDetails"]["message"]
+    bridged = [r for r in results if r["name"] == "test_bridged_guest_talks_to_dom0[vlab1]"]
+    first_try = next(r for r in bridged if {"name": "attempt", "value": "2"} not in r["labels"])
+    message = first_try["statusDetails"]["message"]
     assert "vif-bridge" in message, message
     # The retest followed the failed tests at once: it links their burst's bundle.
-    bundles = [path for path in (REPORTS / "e2e-results-regressed" / "support" / "vlab1"
-                                 ).iterdir() if path.is_dir()]
+    bundles = [path for path in (regressed_dir / "support" / "vlab1").iterdir()
+               if path.is_dir()]
     assert len(bundles) == 1, bundles
-    retest = next(r for r in _all_results(REPORTS / "e2e-results-regressed")
-                  if {"name": "attempt", "value": "2"} in r["labels"]
-                  and r["name"] == "test_bridged_guest_talks_to_dom0[vlab1]")
-    assert "earlier failure of this burst" in attachment(
-        REPORTS / "e2e-results-regressed", retest, "vlab1 support bundle")
+    retest = next(r for r in bridged if {"name": "attempt", "value": "2"} in r["labels"])
+    assert "earlier failure of this burst" in attachment(regressed_dir, retest,
+                                                         "vlab1 support bundle")
 
     compared = xenhil(results_env, "compare", "e2e-results-regressed")
     assert compared.returncode == 1, output(compared)
@@ -105,12 +105,8 @@ def test_regression_and_flaky_against_the_baseline(results_env: dict[str, str],
     assert regression_lines and "REGRESSION" in regression_lines[0], compared.stdout
     assert any("FLAKY" in line for line in compared.stdout.splitlines() if FLAKY in line)
 
-    runs = xenhil(results_env, "runs")
-    assert runs.returncode == 0, output(runs)
-    for run_id, verdict in (("e2e-results-baseline", "passed"),
-                            ("e2e-results-regressed", "regressed")):
-        assert any(run_id in line and verdict in line for line in runs.stdout.splitlines()
-                   + runs.stderr.splitlines()), runs.stdout + runs.stderr
+    assert_runs_listed(results_env, {"e2e-results-baseline": "passed",
+                                     "e2e-results-regressed": "regressed"})
     history = xenhil(results_env, "history", BRIDGED)
     assert history.returncode == 0, output(history)
     rows = (history.stdout + history.stderr).splitlines()
@@ -137,9 +133,7 @@ known_issues:
     assert known_run.returncode == 0, output(known_run)
     page = (REPORTS / "e2e-results-known" / "index.html").read_text()
     assert "KNOWN" in page and BUG in page and "e2e-results-baseline" in page
-    runs = xenhil(results_env, "runs")
-    assert any("e2e-results-known" in line and "passed" in line
-               for line in runs.stdout.splitlines() + runs.stderr.splitlines()), output(runs)
+    assert_runs_listed(results_env, {"e2e-results-known": "passed"})
 
     passing = xenhil(results_env, "reproduce", BOOT, "--host", "vlab1", "--build",
                      BROKEN_BUILD, "--count", "2")
@@ -160,6 +154,15 @@ def passed_baseline(env: dict[str, str]) -> None:
     everything = baseline.stdout + baseline.stderr
     assert "vlab1: installing xen-hypervisor-4.17-amd64" in everything
     assert "vlab1: kept its disk with xen-hypervisor-4.17-amd64 4.17.7" in everything
+
+
+def assert_runs_listed(env: dict[str, str], verdicts: dict[str, str]) -> None:
+    """`xenhil runs` lists each run with its verdict."""
+    runs = xenhil(env, "runs")
+    assert runs.returncode == 0, output(runs)
+    lines = runs.stdout.splitlines() + runs.stderr.splitlines()
+    for run_id, verdict in verdicts.items():
+        assert any(run_id in line and verdict in line for line in lines), output(runs)
 
 
 def _all_results(run_dir: Path) -> list[dict]:
