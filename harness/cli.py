@@ -35,6 +35,7 @@ EPILOG = """\
 examples:
   xenhil run                        default profile on the virtual lab (what `make run` does)
   xenhil run --build DIR --hosts vlab1 -- -k dmesg
+  xenhil run --test testsuites/boot/test_boot.py::test_xen_daemons_active --hosts vlab1
   xenhil run --kind nightly --retest-regressions
                                     a nightly run: a baseline for later runs once it passed
   xenhil runs                       recent runs with their verdicts
@@ -191,9 +192,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name, profile in PROFILES.items():
             print(f"{name:<10} {profile.description} ({', '.join(profile.paths)})")
         return 0
+    if args.test and args.profile:
+        raise ConfigError("give --profile or --test, not both: --test runs only the "
+                          "tests it names")
     outcome = run(
         args.lab,
-        profile=args.profile,
+        profile=args.profile or "default",
+        tests=args.test,
         build=args.build,
         hosts=args.hosts.split(",") if args.hosts else None,
         run_id=args.run_id,
@@ -587,8 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "scenarios with pytest and writes reports/<run-id>/: index.html, "
                     "junit.xml, allure-results/ and com1/<host>.log. On the virtual lab it "
                     "builds and starts the lab first, and stops it afterwards.")
-    run.add_argument("--profile", default="default", help="scenario profile (default: "
-                     "%(default)s; see --list-profiles)")
+    run.add_argument("--profile", help="scenario profile (default: default; see "
+                     "--list-profiles)")
+    run.add_argument("--test", action="append", metavar="TEST",
+                     help="run only this test instead of a profile: a file or test id "
+                          "relative to the harness's root, as `xenhil compare` prints it "
+                          "(repeatable)")
     run.add_argument("--list-profiles", action="store_true", help="list the profiles and exit")
     run.add_argument("--build", help="Xen build under test: a directory of .deb or .rpm "
                      "files (default: the lab's default_build)")

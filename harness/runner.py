@@ -207,6 +207,7 @@ def run(
     waiting up to `wait_minutes` for another run to give them back."""
     if tests:
         profile = TESTS_PROFILE
+        _check_tests_exist(tests)
     elif profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     if recording.kind not in RUN_KINDS:
@@ -322,6 +323,14 @@ def _profile_paths(profile: str) -> list[str]:
 
 def _test_paths(tests: Sequence[str]) -> list[str]:
     return [str(data_root() / test) for test in tests]
+
+
+def _check_tests_exist(tests: Sequence[str]) -> None:
+    for test in tests:
+        path = data_root() / test.split("::")[0]
+        if not path.exists():
+            raise ConfigError(f"test {test!r}: no file {path} (test ids are relative to "
+                              f"{data_root()}, e.g. testsuites/boot/test_boot.py)")
 
 
 def _prepare(lab_path: Path, build: str | None,

@@ -27,12 +27,10 @@ from harness.vlab import control
 from tests.unit.locks import fake_run
 
 from .conftest import lab_processes
-from .test_interrupts import REPORTS, start_run, wait_for_output
+from .test_interrupts import PLAIN_HOST_RUN, REPORTS, start_run, wait_for_output
 from .test_run import XENHIL, allure_results
 
 PAIR_TEST = "test_bridged_guests_on_two_hosts_talk"
-# A one-host run on a fresh lab: plain Debian boots, no build to install.
-ONE_HOST = ("--hosts", "vlab1", "--profile", "supportconfig", "--", "-k", "without_xen")
 STAMP = r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z)"
 
 Window = tuple[float, float]
@@ -107,7 +105,7 @@ def test_a_pair_and_a_one_host_run_take_turns_through_the_coordinator(
         wait_for_output(pair_log, f"host vlab2 (place vlab-vlab2 on {coordinator}) locked "
                         "for this run", pair, timeout=120)
         one = start_run("e2e-share-one", one_log, "--coordinator", coordinator,
-                        "--wait", "30", *ONE_HOST)
+                        "--wait", "30", *PLAIN_HOST_RUN)
         try:
             wait_for_output(one_log, "waiting (up to 30 min)", one, timeout=120)
             pair_output = finish(pair, pair_log, timeout=1800)
@@ -156,7 +154,7 @@ def test_a_killed_runs_lock_is_stale_until_lab_release_frees_it(
     saying whose it was; then a run stops what the killed one left and passes."""
     assert xenhil("lab", "places", "--coordinator", coordinator, timeout=60).returncode == 0
     log = tmp_path / "killed.log"
-    killed = start_run("e2e-share-killed", log, "--coordinator", coordinator, *ONE_HOST)
+    killed = start_run("e2e-share-killed", log, "--coordinator", coordinator, *PLAIN_HOST_RUN)
     try:
         wait_for_output(log, "vlab1: firmware after", killed)  # lab up, vlab1 powered on
         os.kill(killed.pid, signal.SIGKILL)
@@ -168,7 +166,7 @@ def test_a_killed_runs_lock_is_stale_until_lab_release_frees_it(
     assert any("vlab1 QEMU" in process for process in left), left
 
     stale = xenhil("run", "--run-id", "e2e-share-stale", "--coordinator", coordinator,
-                   "--wait", "0", *ONE_HOST, timeout=120)
+                   "--wait", "0", *PLAIN_HOST_RUN, timeout=120)
     assert stale.returncode == 2, stale.stdout[-3000:] + stale.stderr[-3000:]
     holder = re.search(rf"is still held by (\S+/\S+:{killed.pid}) since .+ - stale: its "
                        rf"process {killed.pid} is gone", stale.stderr)
@@ -182,7 +180,7 @@ def test_a_killed_runs_lock_is_stale_until_lab_release_frees_it(
     assert f"host vlab1: released the lock of {holder[1]}" in released.stderr
 
     after = xenhil("run", "--run-id", "e2e-share-after-kill", "--coordinator", coordinator,
-                   "--wait", "0", *ONE_HOST)
+                   "--wait", "0", *PLAIN_HOST_RUN)
     output = after.stdout + after.stderr
     assert "was left running by run e2e-share-killed" in output, output[-4000:]
     assert after.returncode == 0, output[-4000:]
@@ -199,7 +197,7 @@ def test_without_a_coordinator_a_second_run_names_the_holder_of_the_lock_file(
     process (a fake run); `xenhil run` waits, saying who holds it, then ends with the
     error naming the holder, having started nothing."""
     with fake_run(vlab_cleaned, "vlab1") as holder:
-        done = xenhil("run", "--run-id", "e2e-share-local", "--wait", "0.05", *ONE_HOST,
+        done = xenhil("run", "--run-id", "e2e-share-local", "--wait", "0.05", *PLAIN_HOST_RUN,
                       timeout=120)
         assert holder.poll() is None  # still holding it
     output = done.stdout + done.stderr

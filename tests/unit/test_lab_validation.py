@@ -482,6 +482,8 @@ def test_yaml_merge_keys_may_override(tmp_path: Path) -> None:
     ({"hosts": ["vlab9"]}, "unknown host 'vlab9'"),
     ({"build": "/nonexistent/xen-build"}, "/nonexistent/xen-build"),
     ({"profile": "nightlyy"}, "unknown profile 'nightlyy'"),
+    ({"tests": ["testsuites/boot/test_bot.py::test_xen_daemons_active"]},
+     "test 'testsuites/boot/test_bot.py::test_xen_daemons_active': no file"),
 ])
 def test_run_arguments_are_checked_before_the_virtual_lab_starts(
         monkeypatch: pytest.MonkeyPatch, arguments: dict[str, Any], expected: str) -> None:
@@ -493,3 +495,12 @@ def test_run_arguments_are_checked_before_the_virtual_lab_starts(
     monkeypatch.setattr(runner, "_start_vlab", must_not_start)
     with pytest.raises(ConfigError, match=re.escape(expected)):
         runner.run(DEFAULT_LAB, **arguments)
+
+
+def test_run_takes_a_profile_or_tests_not_both() -> None:
+    from harness.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--profile", "boot", "--test",
+                                      "testsuites/boot/test_boot.py"])
+    with pytest.raises(ConfigError, match="give --profile or --test, not both"):
+        args.func(args)
