@@ -113,6 +113,7 @@ class Host:
         self._watch_thread: threading.Thread | None = None
         self._watch_stop = threading.Event()
         self._dumping = False  # our own debug-key dump prints call traces: not a crash
+        self.left_off = False  # powered off on purpose; the next test powers it back on
         self.power = target.get_driver("PowerProtocol")
         if hasattr(self.power, "state_timeout"):  # ours: the table's wait, scaled for this host
             self.power.state_timeout = self.timeouts["bmc_power_state"]
@@ -132,9 +133,10 @@ class Host:
 
     @property
     def needs_recovery(self) -> bool:
-        """An earlier boot or test left the host crashed, hung or its strategy broken."""
-        return (self.strategy.broken is not None or self.watcher.crash is not None
-                or self.health.current is not None)
+        """An earlier boot or test left the host crashed, hung, powered off or its
+        strategy broken."""
+        return (self.left_off or self.strategy.broken is not None
+                or self.watcher.crash is not None or self.health.current is not None)
 
     def _record(self, result: CommandResult) -> None:
         for transcript in self.transcripts:
@@ -171,6 +173,7 @@ class Host:
         with self._watch_lock:
             self.watcher = ConsoleWatcher()
         self.health.clear()
+        self.left_off = False
 
     def check_console(self) -> None:
         """Raise the host's fault (a crash on com1, a hang) if it has one."""
@@ -234,6 +237,7 @@ class Host:
         self.liveness.disarm()
         self.remote.close()
         self.strategy.transition(Status.off)
+        self.left_off = True
 
     def check_not_broken(self) -> None:
         """Raise HostBroken if the lab can no longer bring this host back."""

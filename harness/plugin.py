@@ -71,6 +71,9 @@ MARKERS = {
     "needs(capability)": "hardware the test needs (e.g. fc_hba); skipped where missing",
     "before_build": "looks at a host before the build under test is installed on it: "
                     "runs first in the session",
+    "leaves_host_off": "powers a host off and leaves it so: runs last in the session, so "
+                       "that no test waits for that host's boot (a later test that needs "
+                       "it power cycles it back into the build)",
 }
 
 
@@ -298,10 +301,16 @@ WANTED_HOSTS = pytest.StashKey[tuple[str, ...]]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`before_build` tests first (the sort keeps the order otherwise): on a fresh lab
-    their host is still as it came, and the boot of the build then starts from the
-    host they left running."""
-    items.sort(key=lambda item: item.get_closest_marker("before_build") is None)
+    """`before_build` tests first, `leaves_host_off` tests last (the sort keeps the
+    order otherwise): on a fresh lab the first find their host still as it came, and the
+    boot of the build then starts from the host they left running; the last leave a
+    host powered off that no test after them has to wait for."""
+    def place(item: pytest.Item) -> int:
+        if item.get_closest_marker("before_build") is not None:
+            return 0
+        return 2 if item.get_closest_marker("leaves_host_off") is not None else 1
+
+    items.sort(key=place)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
