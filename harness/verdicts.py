@@ -276,9 +276,10 @@ def _support_bundles_after_failure(item: pytest.Item, evidence: Evidence,
                           attachment_type=allure.attachment_type.TEXT)
             allure.dynamic.link(link.directory.as_uri(), name=f"{host.name} support bundle")
             continue
-        if host.name in down:  # crashed, hung or its boot broke: nothing answers SSH
+        if host.name in down:  # crashed, hung, off or its boot broke: no SSH
             fault = host.health.current
-            note = ("host crashed, hung or its boot broke; its com1 log is the evidence"
+            note = ("host crashed, hung, was powered off or its boot broke; its com1 log "
+                    "is the evidence"
                     + (f" ({str(fault).splitlines()[0]})" if fault is not None else ""))
         else:
             deadline = deadline or time.monotonic() + host.timeouts["support_after_failure"]
