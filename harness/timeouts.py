@@ -28,6 +28,8 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "debug_keys": (20, "Xen's output after debug keys are sent"),
     "xl_create": (100, "`xl create` of a guest to return (osstest: 100 s)"),
     "guest_boot": (40, "a created guest to be up: ready on its console, SSH (osstest: 40 s)"),
+    "hvm_guest_boot": (120, "a created HVM guest to be up: its firmware first loads kernel "
+                       "and initrd through the device model's emulated I/O"),
     "xl_shutdown": (200, "`xl shutdown -w` of a guest to return (osstest: 200 s)"),
     "xl_destroy": (40, "`xl destroy` of a guest to return (osstest: 40 s)"),
     "leak_settle": (20, "a destroyed guest's devices and xenstore paths to go"),

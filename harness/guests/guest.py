@@ -147,7 +147,8 @@ class Guest:
                 self.ready_seconds = time.monotonic() - since
             return self.shell.answers(timeout=10)
 
-        timeout = self.host.timeouts["guest_boot"]
+        timeout = self.host.timeouts["hvm_guest_boot" if self.config.type == "hvm"
+                                     else "guest_boot"]
         try:
             # each poll is one read of the console log: twice a second costs little,
             # and a whole run has dozens of guests

@@ -11,6 +11,7 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,7 +25,7 @@ from harness.guests.config import (
     guest_address,
     guest_mac,
 )
-from harness.guests.guest import console_failure
+from harness.guests.guest import Guest, GuestFailed, console_failure
 from harness.guests.image import (
     READY_MARKER,
     GuestImage,
@@ -37,6 +38,8 @@ from harness.guests.image import (
     module_name,
 )
 from harness.guests.initramfs import Initramfs
+from harness.health import HostHealth
+from harness.timeouts import Timeouts
 
 DATA = Path(__file__).parent.parent / "data" / "guests"
 NETWORK = ipaddress.IPv4Network("198.51.100.0/24")
@@ -258,12 +261,16 @@ def test_compact_elf_refuses_what_it_cannot_move() -> None:
         compact_elf(bytes(big_endian), "vmlinux")
 
 
-def test_pv_and_pvh_boot_the_elf_kernel_hvm_the_bzimage(tmp_path: Path) -> None:
+def image_dir(directory: Path) -> Path:
     manifest = {"kernel": "vmlinuz-6.1.0-50-amd64", "elf_kernel": "vmlinux-6.1.0-50-amd64",
                 "initrd": "initrd-0123456789ab.gz", "host_key": "key.pub",
                 "kernel_release": "6.1.0-50-amd64", "packages": {}}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    image = GuestImage.load(tmp_path)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+def test_pv_and_pvh_boot_the_elf_kernel_hvm_the_bzimage(tmp_path: Path) -> None:
+    image = GuestImage.load(image_dir(tmp_path))
     assert image.kernel_for("pv").name == image.kernel_for("pvh").name \
         == "vmlinux-6.1.0-50-amd64"
     assert image.kernel_for("hvm").name == "vmlinuz-6.1.0-50-amd64"
@@ -271,6 +278,40 @@ def test_pv_and_pvh_boot_the_elf_kernel_hvm_the_bzimage(tmp_path: Path) -> None:
         "vmlinux-6.1.0-50-amd64", "initrd-0123456789ab.gz"]
     assert [path.name for path in image.files_for("hvm")] == [
         "vmlinuz-6.1.0-50-amd64", "initrd-0123456789ab.gz"]
+
+
+class SilentHost:
+    """A dom0 whose guest never gets up: records how long the boot was waited for."""
+
+    name = "vlab1"
+    timeouts = Timeouts(factor=3.0)
+    spec = SimpleNamespace(ssh=SimpleNamespace(key_file=None))
+
+    def __init__(self) -> None:
+        self.waited: list[float] = []
+        self.remote = self
+        self.health = HostHealth(self.name)
+
+    def wait_for(self, what: str, condition: object, timeout: float,
+                 interval: float = 1.0) -> float:
+        self.waited.append(timeout)
+        raise TimeoutError(what)
+
+    def read(self, path: str, **options: object) -> bytes:
+        return b"SeaBIOS (version 1.16.2-debian-1.16.2-1)\n"
+
+    def run(self, command: str, check: bool = True) -> object:
+        return type("Result", (), {"ok": False})()
+
+
+@pytest.mark.parametrize("guest_type, waited", [("pv", 120), ("pvh", 120), ("hvm", 360)])
+def test_an_hvm_guest_gets_longer_to_boot_through_its_firmware(
+        tmp_path: Path, guest_type: str, waited: float) -> None:
+    host = SilentHost()
+    guest = Guest(config(type=guest_type), host, GuestImage.load(image_dir(tmp_path)))  # type: ignore[arg-type]
+    with pytest.raises(GuestFailed, match=rf"not up within {waited} s \(no ready marker\)"):
+        guest.wait_until_up(0.0)
+    assert host.waited == [waited]
 
 
 def test_kernel_of_the_metapackage() -> None:
