@@ -118,6 +118,8 @@ class RemoteHost:
         self.health = health
         self._client: paramiko.SSHClient | None = None
         self._client_lock = threading.Lock()
+        self._connect_lock = threading.Lock()
+        self._sftp_lock = threading.Lock()
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_owner: paramiko.SSHClient | None = None  # the client it runs on
         self._connecting: paramiko.SSHClient | None = None  # close() ends its handshake too
@@ -160,17 +162,32 @@ class RemoteHost:
 
     def client(self, timeout: float = 30.0) -> paramiko.SSHClient:
         self._check_health()
+        client = self._usable_client()
+        if client is not None:
+            return client
+        # One thread connects; another that finds no connection waits for it (closing
+        # first, it would end the handshake under way).
+        if not self._connect_lock.acquire(timeout=timeout):
+            raise SSHTimeout(f"{self.name}: connecting took another thread over "
+                             f"{timeout:.0f} s")
+        try:
+            client = self._usable_client()
+            if client is None:
+                self.close()
+                client = self._connect(timeout)
+                transport = client.get_transport()
+                if transport is not None:
+                    transport.set_keepalive(KEEPALIVE_INTERVAL)
+                with self._client_lock:
+                    self._client = client
+            return client
+        finally:
+            self._connect_lock.release()
+
+    def _usable_client(self) -> paramiko.SSHClient | None:
         client = self._client
         transport = client.get_transport() if client else None
-        if client is None or transport is None or not transport.is_active():
-            self.close()
-            client = self._connect(timeout)
-            transport = client.get_transport()
-            if transport is not None:
-                transport.set_keepalive(KEEPALIVE_INTERVAL)
-            with self._client_lock:
-                self._client = client
-        return client
+        return client if transport is not None and transport.is_active() else None
 
     def close(self) -> None:
         """Close the connection; safe from any thread (a watcher aborting the host's
@@ -326,17 +343,25 @@ class RemoteHost:
         `timeout`. One session is kept: a new one per console poll would start an
         sftp-server on the host every second."""
         with self._deadline(timeout, what):
-            client = self.client(min(timeout, 30.0))
-            with self._client_lock:
-                session = self._sftp if self._sftp_owner is client else None
-            if session is None:
-                session = client.open_sftp()
+            # paramiko's SFTP client drops a reply another thread waits for: one job
+            # at a time uses the session (guests booting side by side read consoles).
+            if not self._sftp_lock.acquire(timeout=timeout):
+                raise SSHTimeout(f"{self.name}: the SFTP session stayed busy for "
+                                 f"{timeout:.0f} s; not {what}")
+            try:
+                client = self.client(min(timeout, 30.0))
                 with self._client_lock:
-                    self._sftp, self._sftp_owner = session, client
-            channel = session.get_channel()
-            if channel is not None:
-                channel.settimeout(min(timeout, SFTP_CHUNK_TIMEOUT))
-            yield session
+                    session = self._sftp if self._sftp_owner is client else None
+                if session is None:
+                    session = client.open_sftp()
+                    with self._client_lock:
+                        self._sftp, self._sftp_owner = session, client
+                channel = session.get_channel()
+                if channel is not None:
+                    channel.settimeout(min(timeout, SFTP_CHUNK_TIMEOUT))
+                yield session
+            finally:
+                self._sftp_lock.release()
 
     def put(self, local: Path, remote: str, timeout: float = 600.0) -> None:
         with self.sftp(timeout, f"copying {local} to {remote}") as sftp:

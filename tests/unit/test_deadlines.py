@@ -233,3 +233,33 @@ def test_labgrid_command_and_file_transfer_through_the_hosts_connection(
     with pytest.raises(ConsoleCrash):
         shell.run("true")
     target.cleanup()
+
+
+def test_reads_from_two_threads_share_the_sftp_session(remote: RemoteHost,
+                                                       tmp_path: Path) -> None:
+    """Two guests booting side by side on one host poll their consoles at once:
+    paramiko's SFTP client hands a reply to whichever thread reads it first, and drops
+    a reply it did not ask for, so without one job at a time a read waits in vain."""
+    files = {name: tmp_path / name for name in ("first.log", "second.log")}
+    for name, path in files.items():
+        path.write_bytes(name.encode() * 2000)
+    failures: list[str] = []
+
+    def poll(name: str) -> None:
+        try:
+            for _ in range(100):
+                if remote.read(str(files[name]), timeout=10) != name.encode() * 2000:
+                    failures.append(f"{name}: another file's bytes")
+        except Exception as error:
+            failures.append(f"{name}: {error}")
+
+    begun = time.monotonic()
+    threads = [threading.Thread(target=poll, args=(name,)) for name in files]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+    assert took(begun) < 30
+
