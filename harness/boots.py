@@ -1,23 +1,23 @@
 """Installing and booting a build on several hosts at once.
 
 Most of a boot is waiting on a machine (package installs, firmware, Xen, dom0), so the
-hosts a session needs are installed and booted side by side, one thread each. Every
-step of a boot has its own deadline; the join has one too, so a boot that somehow
-never returns makes its host broken instead of blocking the run.
+hosts a session needs are installed and booted side by side (harness.side_by_side). A
+boot that somehow never returns makes its host broken instead of blocking the run.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from labgrid.step import Steps
 
 from .build import XenBuild
 from .health import HostBroken, HostHealth
+from .side_by_side import Unfinished, side_by_side
 
 log = logging.getLogger(__name__)
 
@@ -76,28 +76,12 @@ def boot_together(hosts: Sequence[Bootable], build: XenBuild,
     """Install and boot `build` on every host at once; the errors, by host name (a host
     without one is booted). A boot still running after `deadline` seconds leaves its
     host broken: nothing else may use it while that thread may still act on it."""
-    errors: dict[str, BaseException] = {}
-    lock = threading.Lock()
-
-    def boot(host: Bootable) -> None:
-        try:
-            host.boot_build(build)
-        except BaseException as error:  # handed to the caller, which raises it
-            with lock:
-                errors[host.name] = error
-
-    threads = [threading.Thread(target=boot, args=(host,), name=f"boot-{host.name}",
-                                daemon=True) for host in hosts]
-    for thread in threads:
-        thread.start()
-    end = time.monotonic() + deadline
-    for host, thread in zip(hosts, threads, strict=True):
-        thread.join(max(0.0, end - time.monotonic()))
-        if thread.is_alive():
+    errors = side_by_side({host.name: partial(host.boot_build, build) for host in hosts},
+                          deadline, "boot")
+    for host in hosts:
+        if isinstance(errors.get(host.name), Unfinished):
             broken = HostBroken(f"{host.name}: installing and booting {build.label} did not "
                                 f"end within {deadline:.0f} s; the host is left alone")
             host.health.fault(broken)
-            with lock:
-                errors[host.name] = broken
-    with lock:
-        return dict(errors)
+            errors[host.name] = broken
+    return errors

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,6 +126,11 @@ class AllureEvidence:
         self.figures: Figures | None = None  # the running test's
 
     def step(self, title: str) -> contextlib.AbstractContextManager[None]:
+        # allure files a step under the step opened last, in any thread: work side by
+        # side (harness.side_by_side) would nest one host's steps in another's. Its
+        # caller files one step for all of it; its threads' steps go to the log.
+        if threading.current_thread() is not threading.main_thread():
+            return evidence.LogSink().step(title)
         manager: contextlib.AbstractContextManager[None] = allure.step(title)
         return manager
 

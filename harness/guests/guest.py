@@ -19,16 +19,19 @@ import re
 import shlex
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import paramiko
 
 from .. import evidence
 from ..errors import InfrastructureError, ProductFailure
+from ..health import HostBroken
 from ..host import Host
 from ..leaks import LeakCheck
 from ..network import PingStats, parse_ping
 from ..remote import CommandResult
+from ..side_by_side import Unfinished, side_by_side
 from ..xenlogs import log_tails
 from ..xl import parse_xl_list
 from ..xl_command import run_xl
@@ -113,6 +116,17 @@ class Guest:
     def config_path(self) -> str:
         return f"{CONFIG_DIR}/{self.name}.cfg"
 
+    @property
+    def boot_timeout(self) -> float:
+        return self.host.timeouts["hvm_guest_boot" if self.config.type == "hvm"
+                                  else "guest_boot"]
+
+    @property
+    def creation_deadline(self) -> float:
+        """What `create` may take at most: `xl create`, the boot, and a few commands."""
+        timeouts = self.host.timeouts
+        return timeouts["xl_create"] + self.boot_timeout + 4 * timeouts["command"]
+
     @evidence.action("create guest {self.name} on {self.host.name}")
     def create(self) -> None:
         """Write the xl config, `xl create` it, and wait until the guest is up."""
@@ -147,8 +161,7 @@ class Guest:
                 self.ready_seconds = time.monotonic() - since
             return self.shell.answers(timeout=10)
 
-        timeout = self.host.timeouts["hvm_guest_boot" if self.config.type == "hvm"
-                                     else "guest_boot"]
+        timeout = self.boot_timeout
         try:
             # each poll is one read of the console log: twice a second costs little,
             # and a whole run has dozens of guests
@@ -330,6 +343,40 @@ class GuestFactory:
         (on `bridge`), route or nat (vif-route, vif-nat: on the host's routed or NAT
         guest network from the lab file); `disks`: xl disk specs, e.g.
         "vdev=xvdb, access=rw, target=/dev/sdb"."""
+        guest = self._prepare_guest(on, name=name, memory_mb=memory_mb, vcpus=vcpus,
+                                    type=type, network=network, bridge=bridge, disks=disks)
+        self._create(guest)
+        return guest
+
+    def on_each(self, *hosts: Host, type: str = "pv", network: str = "bridge") -> list[Guest]:
+        """A guest on each of `hosts` (one host may be named twice), created side by
+        side and up, in the order of `hosts`. A guest boots on its own host's machine,
+        so guests on two hosts come up in about the time of one. Every creation runs to
+        its end; then the first failure, in the order of `hosts`, is raised."""
+        made = [self._prepare_guest(host, type=type, network=network) for host in hosts]
+        deadline = max(guest.creation_deadline for guest in made)
+        with evidence.step("create " + ", ".join(f"guest {guest.name} on {guest.host.name}"
+                                                 for guest in made) + " side by side"):
+            errors = side_by_side({guest.name: partial(self._create, guest) for guest in made},
+                                  deadline, "create")
+        for guest in made:
+            error = errors.get(guest.name)
+            if isinstance(error, Unfinished):
+                broken = HostBroken(f"{guest.host.name}: creating guest {guest.name} did not "
+                                    f"end within {deadline:.0f} s; the host is left alone")
+                guest.host.health.fault(broken)
+                raise broken
+            if error is not None:
+                raise error
+        return made
+
+    def _prepare_guest(self, on: Host, *, name: str | None = None,
+                       memory_mb: int = DEFAULT_MEMORY_MB, vcpus: int = 1, type: str = "pv",
+                       network: str = "bridge", bridge: str = BRIDGE,
+                       disks: Sequence[str] = ()) -> Guest:
+        """Everything before `xl create`: the guest's address, config and files on
+        dom0. The guest is this factory's from here on, so it is destroyed after the
+        test even if its creation fails."""
         bridge_net = self._prepare(on)
         guest_net, gateway = bridge_net, None
         if network != "bridge":
@@ -352,8 +399,12 @@ class GuestFactory:
         upload_guest_files(on, needed)
         self._uploaded.update((on.name, path.name) for path in needed)
         guest = Guest(config, on, self.image)
-        earlier = [g for g in self.guests if (g.host, g.name) == (on, guest.name)]
         self.guests.append(guest)
+        return guest
+
+    def _create(self, guest: Guest) -> None:
+        earlier = [g for g in self.guests
+                   if g is not guest and (g.host, g.name) == (guest.host, guest.name)]
         try:
             guest.create()
         finally:
@@ -361,7 +412,6 @@ class GuestFactory:
                 if same_name.console_end is None \
                         and guest.console_offset >= same_name.console_offset:
                     same_name.console_end = guest.console_offset
-        return guest
 
     def network_of(self, host: Host) -> ipaddress.IPv4Network:
         """The network of the bridge `host`'s guests are on."""

@@ -10,6 +10,8 @@ import lzma
 import shutil
 import struct
 import subprocess
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +27,7 @@ from harness.guests.config import (
     guest_address,
     guest_mac,
 )
-from harness.guests.guest import Guest, GuestFailed, console_failure
+from harness.guests.guest import Guest, GuestFactory, GuestFailed, console_failure
 from harness.guests.image import (
     READY_MARKER,
     GuestImage,
@@ -38,7 +40,7 @@ from harness.guests.image import (
     module_name,
 )
 from harness.guests.initramfs import Initramfs
-from harness.health import HostHealth
+from harness.health import HostBroken, HostHealth
 from harness.timeouts import Timeouts
 
 DATA = Path(__file__).parent.parent / "data" / "guests"
@@ -394,3 +396,71 @@ def test_initramfs_refuses_paths_out_of_its_tree() -> None:
     initramfs.file("etc/passwd", b"")
     with pytest.raises(ValueError, match="twice"):
         initramfs.file("etc/passwd", b"")
+
+
+class BootingGuests:
+    """GuestFactory with its dom0 work stood in for: `_prepare_guest` makes the Guest,
+    `Guest.create` waits until every guest's creation is under way, then takes
+    `seconds` or raises the guest's error."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, count: int,
+                 errors: dict[str, BaseException] | None = None,
+                 seconds: dict[str, float] | None = None) -> None:
+        image = GuestImage.load(image_dir(tmp_path))
+        self.factory = GuestFactory(image, GuestAddresses(), prefix="two-hosts")
+        self.started = threading.Barrier(count)
+        self.up: list[str] = []
+        factory, booting = self.factory, self
+
+        def prepare(on: SilentHost, **options: object) -> Guest:
+            guest = Guest(config(name=f"two-hosts-{len(factory.guests) + 1}",
+                                 type=options.get("type", "pv")), on, image)  # type: ignore[arg-type]
+            factory.guests.append(guest)
+            return guest
+
+        def create(guest: Guest) -> None:
+            booting.started.wait(timeout=5)  # every creation is under way at once
+            time.sleep((seconds or {}).get(guest.name, 0.0))
+            if guest.name in (errors or {}):
+                raise (errors or {})[guest.name]
+            booting.up.append(guest.name)
+
+        monkeypatch.setattr(factory, "_prepare_guest", prepare)
+        monkeypatch.setattr(Guest, "create", create)
+
+
+def test_guests_on_two_hosts_are_created_side_by_side(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    booting = BootingGuests(monkeypatch, tmp_path, count=2)
+    here, there = SilentHost(), SilentHost()
+    there.name = "vlab2"
+    local, remote = booting.factory.on_each(here, there)  # type: ignore[arg-type]
+    assert (local.host, remote.host) == (here, there)
+    assert not booting.started.broken  # one after the other, the first waited in vain
+    assert sorted(booting.up) == ["two-hosts-1", "two-hosts-2"]
+
+
+def test_a_failed_creation_is_raised_after_the_other_guest_is_up(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    failure = GuestFailed("vlab1: guest two-hosts-1 failed to boot: Kernel panic")
+    booting = BootingGuests(monkeypatch, tmp_path, count=2, errors={"two-hosts-1": failure})
+    host = SilentHost()
+    with pytest.raises(GuestFailed) as raised:
+        booting.factory.on_each(host, host)  # type: ignore[arg-type]
+    assert raised.value is failure
+    assert booting.up == ["two-hosts-2"]
+    assert len(booting.factory.guests) == 2  # both are destroyed after the test
+
+
+def test_a_creation_that_never_ends_leaves_its_host_broken(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    booting = BootingGuests(monkeypatch, tmp_path, count=2, seconds={"two-hosts-2": 30})
+    monkeypatch.setattr(Guest, "creation_deadline", 1.0)
+    here, there = SilentHost(), SilentHost()
+    there.name = "vlab2"
+    begun = time.monotonic()
+    with pytest.raises(HostBroken, match="vlab2: creating guest two-hosts-2 did not end "
+                                         "within 1 s"):
+        booting.factory.on_each(here, there)  # type: ignore[arg-type]
+    assert time.monotonic() - begun < 5
+    assert isinstance(there.health.broken, HostBroken) and here.health.broken is None

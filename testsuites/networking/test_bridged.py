@@ -40,14 +40,14 @@ def test_bridged_guest_talks_to_dom0(xen_host: Host, guests: GuestFactory,
 
 def test_bridged_guests_on_one_host_talk(xen_host: Host, guests: GuestFactory,
                                          figures: Figures) -> None:
-    first, second = guests(on=xen_host), guests(on=xen_host)
+    first, second = guests.on_each(xen_host, xen_host)
     check_pings(first, {"guest -> guest, same host": second.ip}, figures)
 
 
 def test_bridged_guests_on_two_hosts_talk(xen_host_pair: tuple[Host, Host],
                                           guests: GuestFactory, figures: Figures) -> None:
     here, there = xen_host_pair
-    local, remote = guests(on=here), guests(on=there)
+    local, remote = guests.on_each(here, there)
     check_pings(local, {f"guest on {here.name} -> guest on {there.name}": remote.ip}, figures)
     measure_transfer(local, there, bridge_address(there),
                      f"guest on {here.name} -> dom0 of {there.name} TCP", figures)

@@ -26,8 +26,7 @@ def test_nat_guests_talk_to_dom0_and_each_other(
         guest_network_or_skip: NetworkOrSkip) -> None:
     guest_network_or_skip(xen_host, "nat")
     with forwarding(xen_host):
-        first = guests(on=xen_host, network="nat")
-        second = guests(on=xen_host, network="nat")
+        first, second = guests.on_each(xen_host, xen_host, network="nat")
         assert first.config.gateway is not None
         check_pings(first, {"NAT guest -> its router in dom0": first.config.gateway,
                             "NAT guest -> NAT guest, same host": second.ip}, figures)

@@ -26,8 +26,7 @@ def test_routed_guests_talk_to_dom0_and_each_other(
         guest_network_or_skip: NetworkOrSkip) -> None:
     guest_network_or_skip(xen_host, "route")
     with forwarding(xen_host):
-        first = guests(on=xen_host, network="route")
-        second = guests(on=xen_host, network="route")
+        first, second = guests.on_each(xen_host, xen_host, network="route")
         vif = first.vif()
         route = xen_host.run(f"ip route get {first.ip}").stdout
         assert f"dev {vif}" in route, f"dom0 does not route {first.ip} to {vif}: {route}"
@@ -52,7 +51,6 @@ def test_routed_guests_on_two_hosts_talk(xen_host_pair: tuple[Host, Host],
     with forwarding(here, there), \
             routes(here, there.spec.link_address, [there_net]), \
             routes(there, here.spec.link_address, [here_net]):
-        local = guests(on=here, network="route")
-        remote = guests(on=there, network="route")
+        local, remote = guests.on_each(here, there, network="route")
         check_pings(local, {f"routed guest on {here.name} -> routed guest on {there.name}":
                             remote.ip}, figures)

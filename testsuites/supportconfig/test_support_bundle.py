@@ -62,7 +62,7 @@ def files_of(bundle: SupportBundle, section: str, pattern: str) -> list[Path]:
 
 def test_support_bundle_with_guests_running(xen_host: Host, guests: GuestFactory,
                                             xenhil: XenhilRun) -> None:
-    running = [guests(on=xen_host), guests(on=xen_host)]
+    running = guests.on_each(xen_host, xen_host)
     counters = {guest.name: guest.counter() for guest in running}
 
     bundle = bundle_of(xen_host, xenhil)
