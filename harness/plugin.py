@@ -409,7 +409,8 @@ def guest_addresses() -> GuestAddresses:
 def guests(request: pytest.FixtureRequest, guest_image: GuestImage,
            guest_addresses: GuestAddresses) -> Iterator[GuestFactory]:
     """`guests(on=host, name=None, type="pv", network="bridge", ...) -> Guest`: a guest,
-    created and up (ready on its console, answering SSH). After the test every guest
+    created and up (ready on its console, answering SSH); `guests.on_each(here, there)`:
+    a guest on each host, created side by side. After the test every guest
     it made is destroyed, even on failure, each one's console log is attached, and the
     leak check runs on every host it used: anything new there fails the test."""
     test = request.node.originalname.removeprefix("test_").replace("_", "-")[:40]
