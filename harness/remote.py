@@ -342,13 +342,15 @@ class RemoteHost:
         """The connection's SFTP session, for one job that must be done within
         `timeout`. One session is kept: a new one per console poll would start an
         sftp-server on the host every second."""
-        with self._deadline(timeout, what):
-            # paramiko's SFTP client drops a reply another thread waits for: one job
-            # at a time uses the session (guests booting side by side read consoles).
-            if not self._sftp_lock.acquire(timeout=timeout):
-                raise SSHTimeout(f"{self.name}: the SFTP session stayed busy for "
-                                 f"{timeout:.0f} s; not {what}")
-            try:
+        # paramiko's SFTP client drops a reply another thread waits for: one job at a
+        # time uses the session (guests booting side by side read consoles). The wait
+        # is outside the job's deadline, whose expiry closes the connection under the
+        # job that holds the session.
+        if not self._sftp_lock.acquire(timeout=timeout):
+            raise SSHTimeout(f"{self.name}: the SFTP session stayed busy for "
+                             f"{timeout:.0f} s; not {what}")
+        try:
+            with self._deadline(timeout, what):
                 client = self.client(min(timeout, 30.0))
                 with self._client_lock:
                     session = self._sftp if self._sftp_owner is client else None
@@ -360,8 +362,8 @@ class RemoteHost:
                 if channel is not None:
                     channel.settimeout(min(timeout, SFTP_CHUNK_TIMEOUT))
                 yield session
-            finally:
-                self._sftp_lock.release()
+        finally:
+            self._sftp_lock.release()
 
     def put(self, local: Path, remote: str, timeout: float = 600.0) -> None:
         with self.sftp(timeout, f"copying {local} to {remote}") as sftp:

@@ -359,15 +359,15 @@ class GuestFactory:
                                                  for guest in made) + " side by side"):
             errors = side_by_side({guest.name: partial(self._create, guest) for guest in made},
                                   deadline, "create")
-        for guest in made:
-            error = errors.get(guest.name)
-            if isinstance(error, Unfinished):
-                broken = HostBroken(f"{guest.host.name}: creating guest {guest.name} did not "
-                                    f"end within {deadline:.0f} s; the host is left alone")
+        for guest in made:  # every host a thread may still act on is left alone
+            if isinstance(errors.get(guest.name), Unfinished):
+                errors[guest.name] = broken = HostBroken(
+                    f"{guest.host.name}: creating guest {guest.name} did not end within "
+                    f"{deadline:.0f} s; the host is left alone")
                 guest.host.health.fault(broken)
-                raise broken
-            if error is not None:
-                raise error
+        for guest in made:
+            if guest.name in errors:
+                raise errors[guest.name]
         return made
 
     def _prepare_guest(self, on: Host, *, name: str | None = None,

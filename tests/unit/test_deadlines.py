@@ -263,3 +263,30 @@ def test_reads_from_two_threads_share_the_sftp_session(remote: RemoteHost,
     assert failures == []
     assert took(begun) < 30
 
+
+def test_a_read_waiting_for_the_sftp_session_leaves_the_job_holding_it_alone(
+        remote: RemoteHost, tmp_path: Path) -> None:
+    """The waiting read gives up at its deadline; the connection, which the job holding
+    the session needs, stays open."""
+    path = tmp_path / "console.log"
+    path.write_bytes(b"ready")
+    holding = threading.Event()
+    held: list[object] = []
+
+    def long_job() -> None:
+        try:
+            with remote.sftp(20, "a long job") as sftp:
+                holding.set()
+                time.sleep(3)
+                held.append(sftp.stat(str(path)).st_size)
+        except Exception as error:
+            held.append(error)
+
+    job = threading.Thread(target=long_job)
+    job.start()
+    assert holding.wait(10)
+    with pytest.raises(SSHTimeout, match=r"host1: the SFTP session stayed busy for 1 s; "
+                                         r"not reading .*console\.log"):
+        remote.read(str(path), timeout=1)
+    job.join(30)
+    assert held == [5]
