@@ -464,3 +464,16 @@ def test_a_creation_that_never_ends_leaves_its_host_broken(
         booting.factory.on_each(here, there)  # type: ignore[arg-type]
     assert time.monotonic() - begun < 5
     assert isinstance(there.health.broken, HostBroken) and here.health.broken is None
+
+
+def test_every_creation_that_never_ends_leaves_its_host_broken(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    booting = BootingGuests(monkeypatch, tmp_path, count=2,
+                            seconds={"two-hosts-1": 30, "two-hosts-2": 30})
+    monkeypatch.setattr(Guest, "creation_deadline", 1.0)
+    here, there = SilentHost(), SilentHost()
+    there.name = "vlab2"
+    with pytest.raises(HostBroken, match="vlab1: creating guest two-hosts-1"):
+        booting.factory.on_each(here, there)  # type: ignore[arg-type]
+    assert isinstance(here.health.broken, HostBroken)
+    assert isinstance(there.health.broken, HostBroken)
