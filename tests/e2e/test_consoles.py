@@ -11,7 +11,8 @@ labs/vlab.yaml, as a lab engineer would try a real lab's console server and BMCs
 2. ser2net killed and started again while vlab1 boots Xen: the log marks the gap, and
    the boot passes.
 3. vlab1 presents another SSH host key than the lab trusts: the run is broken, naming
-   the host, the key it presented and how to trust it.
+   the host, the key it presented and how to trust it. (make test has the refusal
+   against a loopback sshd, tests/unit/test_host_keys.py; here it is the whole run.)
 
 Each needs root and the virtual lab down; from the checkout, e.g.
   .venv/bin/pytest -p no:cacheprovider tests/e2e/test_consoles.py -k rfc2217
@@ -243,6 +244,7 @@ def fingerprint(public_key: Path) -> str:
                           text=True, check=True).stdout.split()[1]
 
 
+@pytest.mark.long
 def test_host_presenting_another_key_is_refused(
         vlab_cleaned: Lab, tmp_path: Path) -> None:
     impostor = tmp_path / "impostor"
