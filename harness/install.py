@@ -1,11 +1,12 @@
 """Install a Xen build on a host and make it the next boot.
 
-Steps, each one command in the host's transcript: copy the packages, put a no-op
-update-grub first in PATH, write the GRUB settings (GRUB_DEFAULT=saved, the Xen command
-line, the serial terminal), install the packages with the host's package manager (their
-maintainer scripts find the no-op), regenerate grub.cfg once, pick the entry that boots
-this build's hypervisor (osstest's way: parse grub.cfg, take its id path) and save it as
-grubenv's saved_entry. Booting it and verifying the version is the strategy's job
+Steps, each one command in the host's transcript: copy the packages the host does not
+have at the build's version, put a no-op update-grub first in PATH, write the GRUB
+settings (GRUB_DEFAULT=saved, the Xen command line, the serial terminal), install those
+packages with the host's package manager (their maintainer scripts find the no-op),
+regenerate grub.cfg once if anything GRUB's scripts read changed, pick the entry that
+boots this build's hypervisor (osstest's way: parse grub.cfg, take its id path) and save
+it as grubenv's saved_entry. Booting it and verifying the version is the strategy's job
 (harness.strategy).
 """
 
@@ -15,7 +16,7 @@ import logging
 import shlex
 import subprocess
 
-from .build import XenBuild
+from .build import Package, XenBuild
 from .distro import Distro, distro
 from .grubcfg import (
     GrubEntry,
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 STAGING_DIR = "/var/tmp/xenhil-build"
 SHIM_DIR = f"{STAGING_DIR}/bin"  # first in PATH during the package install only
+# What grub-mkconfig's scripts read: a package shipping a file here needs a regeneration.
+GRUB_INPUTS = ("/boot/", "/etc/grub.d/", "/etc/default/grub")
 
 
 def xen_cmdline(spec: HostSpec) -> str:
@@ -81,17 +84,21 @@ def install_command(dist: Distro, files: list[str]) -> str:
     return dist.install_packages(files, SHIM_DIR if dist.grub_regenerators_on_path else None)
 
 
-def hypervisor_image(build: XenBuild) -> str:
-    """The /boot/xen-*.gz file the build's hypervisor package installs."""
-    package = build.hypervisor
+def package_paths(package: Package) -> list[str]:
+    """The paths the package file installs, read on this machine."""
     if package.format == "deb":
         listing = subprocess.run(["dpkg-deb", "-c", str(package.path)], capture_output=True,
                                  text=True, check=True).stdout
-        paths = [line.split()[-1].lstrip(".") for line in listing.splitlines()]
-    else:
-        paths = subprocess.run(["rpm", "-qlp", str(package.path)], capture_output=True,
-                               text=True, check=True).stdout.split()
-    images = [p for p in paths if p.startswith("/boot/xen-") and p.endswith(".gz")]
+        return [line.split()[-1].lstrip(".") for line in listing.splitlines()]
+    return subprocess.run(["rpm", "-qlp", str(package.path)], capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
+def hypervisor_image(build: XenBuild) -> str:
+    """The /boot/xen-*.gz file the build's hypervisor package installs."""
+    package = build.hypervisor
+    images = [p for p in package_paths(package)
+              if p.startswith("/boot/xen-") and p.endswith(".gz")]
     if not images:
         raise ValueError(f"{package.path}: installs no /boot/xen-*.gz")
     # SUSE ships xen-<full version>.gz plus shorter symlinks: the longest is the file.
@@ -102,24 +109,45 @@ def _grub_entries(remote: RemoteHost, dist: Distro) -> list[GrubEntry]:
     return parse_grub_cfg(remote.run(f"cat {dist.grub_cfg}").stdout)
 
 
+def installed_versions(remote: RemoteHost, dist: Distro, build: XenBuild) -> dict[str, str]:
+    """Name -> version of the build's packages that the host has installed."""
+    names = sorted(package.name for package in build.packages)
+    output = remote.run(dist.installed_versions(names), check=False).stdout
+    return dict(line.split()[:2] for line in output.splitlines() if len(line.split()) > 1)
+
+
+def _settings_in_place(remote: RemoteHost, spec: HostSpec) -> bool:
+    """Whether the host's GRUB settings are ours, with this lab's Xen command line and
+    serial terminal."""
+    dist = distro(spec.family)
+    settings = remote.run(f"cat {shlex.quote(dist.grub_defaults_file)}", check=False).stdout
+    expected = {dist.setting_line(key, value) for key, value in boot_settings(spec).items()}
+    return expected <= set(settings.splitlines())
+
+
+def _xen_entry(remote: RemoteHost, dist: Distro, build: XenBuild) -> GrubEntry | None:
+    try:
+        return find_xen_entry(_grub_entries(remote, dist), hypervisor_image(build))
+    except GrubEntryNotFound:
+        return None
+
+
 def installed_entry(remote: RemoteHost, spec: HostSpec, build: XenBuild) -> GrubEntry | None:
     """The Xen entry of `build` if the host has it installed already, exactly: every
     package at the build's version, GRUB set up by us with this lab's Xen command line
     and serial terminal, and grubenv's saved_entry naming the entry. None if anything
     differs."""
+    return _entry_if_installed(remote, spec, build,
+                               installed_versions(remote, distro(spec.family), build))
+
+
+def _entry_if_installed(remote: RemoteHost, spec: HostSpec, build: XenBuild,
+                        installed: dict[str, str]) -> GrubEntry | None:
     dist = distro(spec.family)
-    wanted = {package.name: package.version for package in build.packages}
-    output = remote.run(dist.installed_versions(sorted(wanted)), check=False).stdout
-    installed = dict(line.split()[:2] for line in output.splitlines() if len(line.split()) > 1)
-    if installed != wanted:
+    if installed != {package.name: package.version for package in build.packages}:
         return None
-    try:
-        entry = find_xen_entry(_grub_entries(remote, dist), hypervisor_image(build))
-    except GrubEntryNotFound:
-        return None
-    settings = remote.run(f"cat {shlex.quote(dist.grub_defaults_file)}", check=False).stdout
-    expected = {dist.setting_line(key, value) for key, value in boot_settings(spec).items()}
-    if not expected <= set(settings.splitlines()):
+    entry = _xen_entry(remote, dist, build)
+    if entry is None or not _settings_in_place(remote, spec):
         return None
     grubenv = remote.run(dist.list_grubenv, check=False).stdout
     return entry if parse_saved_entry(grubenv) == entry.default_path else None
@@ -129,29 +157,43 @@ def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
                   timeout: float) -> tuple[GrubEntry, bool]:
     """Install `build` on the host and make its Xen entry the next boot; return the entry
     and whether anything was installed. A host that has exactly this build installed
-    already is left as it is."""
+    already is left as it is. Of a build that differs from what the host has in some
+    packages only (a bisection's next step, a rebuilt package), only those are copied
+    and installed; grub.cfg is regenerated only if one of them ships a file GRUB's
+    scripts read or the GRUB settings change."""
     dist = distro(spec.family)
-    entry = installed_entry(remote, spec, build)
+    installed = installed_versions(remote, dist, build)
+    entry = _entry_if_installed(remote, spec, build, installed)
     if entry is not None:
         log.info("%s: %s is installed already; next boot: %s", spec.name, build.label,
                  entry.title)
         return entry, False
+    changed = [p for p in build.packages if installed.get(p.name) != p.version]
     remote.run(f"rm -rf {STAGING_DIR} && mkdir -p {STAGING_DIR}")
     files = []
-    for package in build.packages:
+    for package in changed:
         target = f"{STAGING_DIR}/{package.path.name}"
         remote.put(package.path, target)
         files.append(target)
     shims = grub_shims(dist)
     if shims is not None:
         remote.run(shims)
+    settings_kept = _settings_in_place(remote, spec)
     # Before the install: a package script that regenerates grub.cfg all the same
     # (SUSE's, by absolute path) then writes the right configuration too.
     remote.run(dist.grub_settings(boot_settings(spec)))
-    log.info("%s: installing %s (%d packages)", spec.name, build.label, len(files))
-    remote.run(install_command(dist, files), timeout=timeout)
-    remote.run(dist.regenerate_grub, timeout=timeout)
-    entry = find_xen_entry(_grub_entries(remote, dist), hypervisor_image(build))
+    if files:
+        log.info("%s: installing %s (%d of its %d packages differ from the host's)",
+                 spec.name, build.label, len(files), len(build.packages))
+        remote.run(install_command(dist, files), timeout=timeout)
+    grub_reads_changes = any(path.startswith(GRUB_INPUTS)
+                             for package in changed for path in package_paths(package))
+    entry = None if grub_reads_changes or not settings_kept else _xen_entry(remote, dist, build)
+    if entry is None:
+        remote.run(dist.regenerate_grub, timeout=timeout)
+        entry = find_xen_entry(_grub_entries(remote, dist), hypervisor_image(build))
+    else:
+        log.info("%s: grub.cfg not regenerated: no GRUB input or setting changed", spec.name)
     # saved_entry is read as GRUB's `default`, which takes a path of ids from the top,
     # joined by `>`, for an entry in a submenu (GRUB manual, "default").
     remote.run(dist.set_saved_entry(entry.default_path))

@@ -121,24 +121,28 @@ def spec() -> HostSpec:
     return load_lab(DEFAULT_LAB, check_files=False).host("vlab1")
 
 
-@pytest.fixture
-def build(tmp_path: Path) -> XenBuild:
-    """A hypervisor .deb installing /boot/xen-4.17-amd64.gz, and one more package."""
-    tree = tmp_path / "deb"
+def make_deb(directory: Path, name: str, version: str, files: dict[str, bytes]) -> Package:
+    tree = directory / f"{name}-{version}"
     (tree / "DEBIAN").mkdir(parents=True)
     (tree / "DEBIAN/control").write_text(
-        "Package: xen-hypervisor-4.17-amd64\nVersion: 4.17.7-1\nArchitecture: amd64\n"
-        "Maintainer: xen-hil <xenhil@example.org>\nDescription: test hypervisor\n")
-    (tree / "boot").mkdir()
-    (tree / "boot/xen-4.17-amd64.gz").write_bytes(b"xen")
-    deb = tmp_path / "xen-hypervisor-4.17-amd64_4.17.7-1_amd64.deb"
+        f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n"
+        "Maintainer: xen-hil <xenhil@example.org>\nDescription: test package\n")
+    for path, content in files.items():
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path).write_bytes(content)
+    deb = directory / f"{name}_{version}_amd64.deb"
     subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(tree), str(deb)],
                    check=True, capture_output=True)
-    utils = tmp_path / "xen-utils-4.17_4.17.7-1_amd64.deb"
-    utils.write_bytes(b"not read")
+    return Package(deb, name, version, "amd64", "deb")
+
+
+@pytest.fixture
+def build(tmp_path: Path) -> XenBuild:
+    """A hypervisor .deb installing /boot/xen-4.17-amd64.gz, and its tools."""
     return XenBuild(str(tmp_path), (
-        Package(deb, "xen-hypervisor-4.17-amd64", "4.17.7-1", "amd64", "deb"),
-        Package(utils, "xen-utils-4.17", "4.17.7-1", "amd64", "deb")))
+        make_deb(tmp_path, "xen-hypervisor-4.17-amd64", "4.17.7-1",
+                 {"boot/xen-4.17-amd64.gz": b"xen"}),
+        make_deb(tmp_path, "xen-utils-4.17", "4.17.7-1", {"usr/sbin/xl": b"xl"})))
 
 
 @pytest.fixture
@@ -162,6 +166,7 @@ def test_debian_install_regenerates_once_and_saves_the_entry(
         "echo '\"'\"'update-grub: skipped during the package install; xen-hil regenerates "
         "grub.cfg once afterwards'\"'\"'\nexit 0\n' > /var/tmp/xenhil-build/bin/update-grub"
         " && chmod +x /var/tmp/xenhil-build/bin/update-grub",
+        f"cat {DEBIAN.grub_defaults_file}",
         DEBIAN.grub_settings(boot_settings(spec)),
         DEBIAN.install_packages(staged(build), SHIM_DIR),
         "update-grub",
@@ -169,10 +174,10 @@ def test_debian_install_regenerates_once_and_saves_the_entry(
         f"grub-editenv /boot/grub/grubenv set saved_entry={XEN_ENTRY}",
         f"rm -rf {STAGING_DIR} && sync",
     ]
-    assert host.timeouts[4:6] == [TIMEOUT, TIMEOUT]  # the install and the regeneration
+    assert host.timeouts[5:7] == [TIMEOUT, TIMEOUT]  # the install and the regeneration
     # The packages' two postinst runs found the shim; only the harness regenerated.
     assert host.regenerations() == ["update-grub"]
-    assert [c for c in host.commands if f"DPkg::Path={SHIM_DIR}:" in c] == [host.commands[4]]
+    assert [c for c in host.commands if f"DPkg::Path={SHIM_DIR}:" in c] == [host.commands[5]]
     assert not host.host_path(STAGING_DIR).exists()
     settings = host.host_path(DEBIAN.grub_defaults_file).read_text().splitlines()
     assert "GRUB_DEFAULT=saved" in settings and "GRUB_SAVEDEFAULT=false" in settings
@@ -253,6 +258,61 @@ def test_other_package_versions_are_not_installed(
     assert len(host.commands) == 1  # nothing else is read
 
 
+def rebuilt(build: XenBuild, package: Package) -> XenBuild:
+    """`build` with `package` in place of the one of its name."""
+    return XenBuild(build.source, tuple(package if p.name == package.name else p
+                                        for p in build.packages))
+
+
+def test_only_the_packages_that_differ_are_copied_and_installed(
+        host: FakeHost, spec: HostSpec, build: XenBuild, tmp_path: Path) -> None:
+    """A rebuilt tools package: only it is copied and installed. It ships nothing that
+    GRUB's scripts read, so grub.cfg is not regenerated; the entry is saved again."""
+    host.will_install(build)
+    install_build(host.remote, spec, build, TIMEOUT)
+    tools = make_deb(tmp_path / "next", "xen-utils-4.17", "4.17.7-1+fix1",
+                     {"usr/sbin/xl": b"xl, fixed"})
+    next_build = rebuilt(build, tools)
+    host.will_install(next_build)
+    host.commands.clear()
+    entry, installed = install_build(host.remote, spec, next_build, TIMEOUT)
+    assert installed and entry.default_path == XEN_ENTRY
+    assert [c for c in host.commands if "apt-get" in c] == [
+        DEBIAN.install_packages([f"{STAGING_DIR}/{tools.path.name}"], SHIM_DIR)]
+    assert host.regenerations() == ["update-grub"]  # the first install's, no other
+    assert f"grub-editenv /boot/grub/grubenv set saved_entry={XEN_ENTRY}" in host.commands
+    assert installed_entry(host.remote, spec, next_build) == entry
+
+
+def test_a_changed_package_shipping_what_grub_reads_regenerates(
+        host: FakeHost, spec: HostSpec, build: XenBuild, tmp_path: Path) -> None:
+    host.will_install(build)
+    install_build(host.remote, spec, build, TIMEOUT)
+    hypervisor = make_deb(tmp_path / "next", "xen-hypervisor-4.17-amd64", "4.17.7-2",
+                          {"boot/xen-4.17-amd64.gz": b"xen, fixed"})
+    next_build = rebuilt(build, hypervisor)
+    host.will_install(next_build)
+    host.commands.clear()
+    install_build(host.remote, spec, next_build, TIMEOUT)
+    assert [c for c in host.commands if "apt-get" in c] == [
+        DEBIAN.install_packages([f"{STAGING_DIR}/{hypervisor.path.name}"], SHIM_DIR)]
+    assert host.regenerations() == ["update-grub"] * 2
+
+
+def test_changed_grub_settings_regenerate_with_nothing_to_install(
+        host: FakeHost, spec: HostSpec, build: XenBuild) -> None:
+    host.will_install(build)
+    install_build(host.remote, spec, build, TIMEOUT)
+    other_cmdline = dataclasses.replace(spec, xen_cmdline_extra="sched=credit2")
+    host.commands.clear()
+    _, installed = install_build(host.remote, other_cmdline, build, TIMEOUT)
+    assert installed  # the host's disk changed
+    assert not [c for c in host.commands if "apt-get" in c]
+    assert host.regenerations() == ["update-grub"] * 2
+    settings = host.host_path(DEBIAN.grub_defaults_file).read_text()
+    assert "sched=credit2" in settings
+
+
 def test_suse_install_has_no_shim_and_one_regeneration_of_its_own(
         host: FakeHost, spec: HostSpec, build: XenBuild,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,6 +324,7 @@ def test_suse_install_has_no_shim_and_one_regeneration_of_its_own(
     assert host.commands == [
         SUSE.installed_versions(["xen-hypervisor-4.17-amd64", "xen-utils-4.17"]),
         f"rm -rf {STAGING_DIR} && mkdir -p {STAGING_DIR}",
+        f"cat {SUSE.grub_defaults_file}",
         SUSE.grub_settings(boot_settings(suse)),
         SUSE.install_packages(staged(build)),
         "grub2-mkconfig -o /boot/grub2/grub.cfg",
