@@ -53,12 +53,14 @@ def test_expected_xen_version_booted(xen_host: Host, build: XenBuild) -> None:
     assert listed[:2] == [package.name, package.version], \
         f"{package.name} installed: {' '.join(listed[1:2]) or 'none'}; the build has " \
         f"{package.version}"
-    # The build id is raw bytes in the image: search it as hex, one line of the whole image.
+    # The build id is raw bytes in the image. perl (perl-base is essential on Debian,
+    # in SUSE's base too) finds them in 2 s under TCG; a hex dump through od took 17-20 s.
     build_id = info.get("build_id", "")
     image = hypervisor_image(build)
     assert re.fullmatch(r"[0-9a-f]{40,}", build_id), f"xl info shows no build id: {build_id!r}"
-    assert xen_host.run(f"zcat {shlex.quote(image)} | od -An -v -tx1 | tr -d ' \\n' "
-                        f"| grep -q {build_id}", check=False).ok, \
+    search = f'exit(index($_, pack("H*", "{build_id}")) < 0)'
+    assert xen_host.run(f"zcat {shlex.quote(image)} | perl -0777 -ne {shlex.quote(search)}",
+                        check=False).ok, \
         f"the running Xen (build id {build_id}) is not {image} of {build.label}"
 
 
