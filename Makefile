@@ -74,15 +74,27 @@ unit: venv
 	$(BIN)/pytest -q tests/unit
 
 # Each part prints its time (CI's log shows where the minutes went).
-timed = @start=$$(date +%s); $(2); status=$$?; \
-	echo "make test: $(1) took $$(( $$(date +%s) - start )) s"; exit $$status
+time_of = start=$$(date +%s); $(2); status=$$?; \
+	echo "make test: $(1) took $$(( $$(date +%s) - start )) s"; $(3)
+timed = @$(call time_of,$(1),$(2),exit $$status)
 
+# The unit tests run side by side with the end-to-end tests, which mostly wait on one
+# QEMU taking one core of two; their output follows. Stopped early, make stops them with
+# SIGINT (their fixtures clean up); a background job ignores SIGINT without env's reset.
 test: APT_PACKAGES += $(TEST_APT_PACKAGES)
 test: setup
 	$(call timed,lint and types,$(MAKE) --no-print-directory lint)
 	$(call timed,virtual lab images and builds,$(BIN)/xenhil vlab build)
-	$(call timed,unit and integration tests,$(BIN)/pytest --durations=5 tests/unit tests/integration)
-	$(call timed,end-to-end tests on the virtual lab,$(BIN)/pytest --durations=20 -m "not long" tests/e2e)
+	@unit_log=$$(mktemp); \
+	( trap 'kill -INT $$pytest; wait $$pytest' TERM; \
+	  $(call time_of,unit and integration tests,env --default-signal=INT $(BIN)/pytest --durations=5 tests/unit tests/integration & pytest=$$!; wait $$pytest,exit $$status) \
+	) > $$unit_log 2>&1 & unit=$$!; \
+	trap 'kill $$unit 2>/dev/null; wait $$unit; [ ! -f $$unit_log ] || { cat $$unit_log; rm $$unit_log; }' EXIT; \
+	trap 'exit 130' INT TERM; \
+	echo "make test: unit and integration tests started beside the end-to-end tests"; \
+	$(call time_of,end-to-end tests on the virtual lab,$(BIN)/pytest --durations=20 -m "not long" tests/e2e,e2e=$$status); \
+	wait $$unit; unit_status=$$?; cat $$unit_log; rm $$unit_log; \
+	[ $$e2e = 0 ] && [ $$unit_status = 0 ]
 
 clean-vlab: venv
 	$(BIN)/xenhil vlab down
