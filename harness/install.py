@@ -183,8 +183,12 @@ def install_build(remote: RemoteHost, spec: HostSpec, build: XenBuild,
     # (SUSE's, by absolute path) then writes the right configuration too.
     remote.run(dist.grub_settings(boot_settings(spec)))
     if files:
-        log.info("%s: installing %s (%d of its %d packages differ from the host's)",
-                 spec.name, build.label, len(files), len(build.packages))
+        if len(files) == len(build.packages):
+            log.info("%s: installing %s (%d packages)", spec.name, build.label, len(files))
+        else:
+            log.info("%s: installing %s: %d of its %d packages, the host has the others "
+                     "at the build's version", spec.name, build.label, len(files),
+                     len(build.packages))
         remote.run(install_command(dist, files), timeout=timeout)
     grub_reads_changes = any(path.startswith(GRUB_INPUTS)
                              for package in changed for path in package_paths(package))
