@@ -58,8 +58,12 @@ def test_ipmitool_gets_no_password_on_its_command_line(vlab: Lab) -> None:
     assert IPMITool(spec.bmc).power_status() is False  # hosts stay off after `up`
 
 
+@pytest.mark.long
 def test_both_hosts_power_on_boot_to_ssh_and_power_off(
         vlab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """make bench: make test's areas run powers both hosts on through their BMCs, boots
+    them to SSH and compares both com1 logs with QEMU's, and the test below checks that
+    the lab's sockets are on loopback."""
     hosts = [vlab.host("vlab1"), vlab.host("vlab2")]
     recorders = {spec.name: Com1Recorder(spec.console, tmp_path / f"{spec.name}.log",
                                          name=spec.name).start()
@@ -147,6 +151,10 @@ def test_down_leaves_no_process_and_no_port(vlab_image: Image) -> None:
         expected = [("ipmi_sim", s.bmc_pid) for s in statuses] + [
             ("qemu-system", s.qemu_pid) for s in statuses if s.qemu_pid]
         assert len(expected) == 3
+        # Everything the lab listens on or sends from is on loopback.
+        sockets = sockets_of({pid for _, pid in expected if pid})
+        assert sockets, "found no sockets of QEMU and ipmi_sim"
+        assert [s for s in sockets if not s[1].startswith("127.")] == []
     finally:
         control.down(lab)
     assert [pid for name, pid in expected if pid and control.process_alive(pid, name)] == []
