@@ -22,6 +22,7 @@ import pytest
 from harness import install
 from harness.build import Package, XenBuild
 from harness.distro import DEBIAN, SUSE, Distro
+from harness.grubcfg import GrubEntry
 from harness.install import (
     SHIM_DIR,
     STAGING_DIR,
@@ -264,36 +265,37 @@ def rebuilt(build: XenBuild, package: Package) -> XenBuild:
                                         for p in build.packages))
 
 
+def install_then_rebuilt(host: FakeHost, spec: HostSpec, build: XenBuild,
+                         package: Package) -> tuple[GrubEntry, bool]:
+    """Install `build`, then `build` with `package` rebuilt; host.commands holds the
+    second install's commands."""
+    host.will_install(build)
+    install_build(host.remote, spec, build, TIMEOUT)
+    host.will_install(rebuilt(build, package))
+    host.commands.clear()
+    return install_build(host.remote, spec, rebuilt(build, package), TIMEOUT)
+
+
 def test_only_the_packages_that_differ_are_copied_and_installed(
         host: FakeHost, spec: HostSpec, build: XenBuild, tmp_path: Path) -> None:
     """A rebuilt tools package: only it is copied and installed. It ships nothing that
     GRUB's scripts read, so grub.cfg is not regenerated; the entry is saved again."""
-    host.will_install(build)
-    install_build(host.remote, spec, build, TIMEOUT)
     tools = make_deb(tmp_path / "next", "xen-utils-4.17", "4.17.7-1+fix1",
                      {"usr/sbin/xl": b"xl, fixed"})
-    next_build = rebuilt(build, tools)
-    host.will_install(next_build)
-    host.commands.clear()
-    entry, installed = install_build(host.remote, spec, next_build, TIMEOUT)
+    entry, installed = install_then_rebuilt(host, spec, build, tools)
     assert installed and entry.default_path == XEN_ENTRY
     assert [c for c in host.commands if "apt-get" in c] == [
         DEBIAN.install_packages([f"{STAGING_DIR}/{tools.path.name}"], SHIM_DIR)]
     assert host.regenerations() == ["update-grub"]  # the first install's, no other
     assert f"grub-editenv /boot/grub/grubenv set saved_entry={XEN_ENTRY}" in host.commands
-    assert installed_entry(host.remote, spec, next_build) == entry
+    assert installed_entry(host.remote, spec, rebuilt(build, tools)) == entry
 
 
 def test_a_changed_package_shipping_what_grub_reads_regenerates(
         host: FakeHost, spec: HostSpec, build: XenBuild, tmp_path: Path) -> None:
-    host.will_install(build)
-    install_build(host.remote, spec, build, TIMEOUT)
     hypervisor = make_deb(tmp_path / "next", "xen-hypervisor-4.17-amd64", "4.17.7-2",
                           {"boot/xen-4.17-amd64.gz": b"xen, fixed"})
-    next_build = rebuilt(build, hypervisor)
-    host.will_install(next_build)
-    host.commands.clear()
-    install_build(host.remote, spec, next_build, TIMEOUT)
+    install_then_rebuilt(host, spec, build, hypervisor)
     assert [c for c in host.commands if "apt-get" in c] == [
         DEBIAN.install_packages([f"{STAGING_DIR}/{hypervisor.path.name}"], SHIM_DIR)]
     assert host.regenerations() == ["update-grub"] * 2
