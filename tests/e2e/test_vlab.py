@@ -49,6 +49,13 @@ def sockets_of(pids: set[int]) -> list[tuple[str, str]]:
     return found
 
 
+def assert_sockets_on_loopback(pids: set[int]) -> None:
+    """Everything the lab's processes listen on or send from is on loopback."""
+    sockets = sockets_of(pids)
+    assert sockets, "found no sockets of QEMU and ipmi_sim"
+    assert [s for s in sockets if not s[1].startswith("127.")] == []
+
+
 def test_ipmitool_gets_no_password_on_its_command_line(vlab: Lab) -> None:
     spec = vlab.host("vlab1")
     argv, _env = IPMITool(spec.bmc).command(["chassis", "power", "status"])
@@ -95,15 +102,10 @@ def test_both_hosts_power_on_boot_to_ssh_and_power_off(
         assert " 0% packet loss" in ping.stdout
         vlab1.close()
 
-        # Everything the lab listens on or sends from is on loopback.
-        pids = {pid for spec in hosts for pid in (
+        assert_sockets_on_loopback({pid for spec in hosts for pid in (
             read_pid(vlab, spec.name),
             control.host_status(next(h for h in control.virtual_hosts(vlab)
-                                     if h.name == spec.name)).bmc_pid) if pid}
-        sockets = sockets_of(pids)
-        assert sockets, "found no sockets of QEMU and ipmi_sim"
-        outside = [s for s in sockets if not s[1].startswith("127.")]
-        assert outside == []
+                                     if h.name == spec.name)).bmc_pid) if pid})
 
         for spec in hosts:
             pid = read_pid(vlab, spec.name)
@@ -151,10 +153,7 @@ def test_down_leaves_no_process_and_no_port(vlab_image: Image) -> None:
         expected = [("ipmi_sim", s.bmc_pid) for s in statuses] + [
             ("qemu-system", s.qemu_pid) for s in statuses if s.qemu_pid]
         assert len(expected) == 3
-        # Everything the lab listens on or sends from is on loopback.
-        sockets = sockets_of({pid for _, pid in expected if pid})
-        assert sockets, "found no sockets of QEMU and ipmi_sim"
-        assert [s for s in sockets if not s[1].startswith("127.")] == []
+        assert_sockets_on_loopback({pid for _, pid in expected if pid})
     finally:
         control.down(lab)
     assert [pid for name, pid in expected if pid and control.process_alive(pid, name)] == []
