@@ -701,12 +701,9 @@ def _check_vlab(check: _Checker, section: Mapping[str, Any], hosts: Mapping[str,
         where = f"xenhil.vlab.hosts.{name}"
         machine = check.mapping(per_host.get(name) or {}, where)
         for key in machine:
-            if key not in ("index", "vcpus"):
-                raise check.fail(f"{where}.{key}", "unknown option (known: index, vcpus)")
+            if key != "index":
+                raise check.fail(f"{where}.{key}", "unknown option (known: index)")
         index = check.get(machine, "index", int, where)
-        vcpus = check.get(machine, "vcpus", int, where, None)
-        if vcpus is not None and vcpus < 1:
-            raise check.fail(f"{where}.vcpus", f"must be a whole number above 0, got {vcpus}")
         if not 1 <= index <= 254:
             raise check.fail(f"{where}.index", f"{index} is not a number from 1 to 254")
         if index in owner:

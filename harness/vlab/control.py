@@ -93,7 +93,7 @@ def virtual_hosts(lab: Lab) -> list[VirtualHost]:
             spec=spec,
             index=index,
             memory_mb=int(section.get("memory_mb", 2048)),
-            vcpus=int(section["hosts"][name].get("vcpus", section.get("vcpus", 1))),
+            vcpus=int(section.get("vcpus", 1)),
             run_dir=vlab_dir() / "run" / name,
             # A point-to-point link: only a lab of exactly two hosts gets one.
             peer_address=peers[0] if len(peers) == 1 else None,

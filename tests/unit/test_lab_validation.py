@@ -16,7 +16,6 @@ import yaml
 
 from harness.errors import ConfigError
 from harness.lab import DEFAULT_LAB, load_lab
-from harness.vlab.control import virtual_hosts
 
 Mutation = Callable[[dict[str, Any]], None]
 
@@ -259,9 +258,7 @@ ROWS: list[tuple[str, Mutation | str, bool, str]] = [
     ("vlab index shared", set_in(at("xenhil", "vlab", "hosts", "vlab2"), "index", 1),
      False, "xenhil.vlab.hosts.vlab2.index: 1 is the index of host vlab1 too"),
     ("vlab machine option unknown", set_in(at("xenhil", "vlab", "hosts", "vlab2"), "mac", "x"),
-     False, "xenhil.vlab.hosts.vlab2.mac: unknown option (known: index, vcpus)"),
-    ("vlab machine without vCPUs", set_in(at("xenhil", "vlab", "hosts", "vlab2"), "vcpus", 0),
-     False, "xenhil.vlab.hosts.vlab2.vcpus: must be a whole number above 0, got 0"),
+     False, "xenhil.vlab.hosts.vlab2.mac: unknown option (known: index)"),
     # The coordinator, places and their tags.
     ("coordinator with a space", set_in(XENHIL, "coordinator", "coord lab:20408"),
      False, "xenhil.coordinator: 'coord lab:20408' is not HOST or HOST:PORT of a labgrid"),
@@ -449,19 +446,6 @@ def test_valid_values_load(tmp_path: Path, getter: Getter, key: str, value: obje
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     load_lab(path, check_files=False)
-
-
-def test_a_virtual_machine_has_the_labs_vcpus_unless_it_has_its_own(tmp_path: Path) -> None:
-    data = yaml.safe_load(DEFAULT_LAB.read_text())
-    data["xenhil"]["vlab"]["vcpus"] = 3
-    data["xenhil"]["vlab"]["hosts"]["vlab2"]["vcpus"] = 4
-    del data["xenhil"]["vlab"]["hosts"]["vlab1"]["vcpus"]
-    path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    machines = {machine.name: machine.qemu_argv()
-                for machine in virtual_hosts(load_lab(path, check_files=False))}
-    smp = {name: argv[argv.index("-smp") + 1] for name, argv in machines.items()}
-    assert smp == {"vlab1": "3", "vlab2": "4"}
 
 
 def test_a_known_hosts_file_alone_will_do_and_need_not_exist_yet(
