@@ -345,7 +345,7 @@ def virtual_lab(lab: Lab, run_id: str) -> Iterator[None]:
     running = [vm.name for vm in control.virtual_hosts(lab)
                if control.host_status(vm).bmc_running]
     if running:
-        owner = control.read_owner() or {}
+        owner = control.read_owner(lab) or {}
         raise BenchError(
             f"the virtual lab is up already ({', '.join(running)}; run "
             f"{owner.get('run_id', 'unknown')}, PID {owner.get('pid', 'unknown')}): the "
@@ -353,13 +353,13 @@ def virtual_lab(lab: Lab, run_id: str) -> Iterator[None]:
             "`.venv/bin/xenhil vlab down`")
     image = build_image(cache_dir())
     fetch_builds(cache_dir(), image)
-    control.write_owner(run_id, keep_up=False)  # a `xenhil run` meanwhile is refused
+    control.write_owner(lab, run_id, keep_up=False)  # a `xenhil run` meanwhile is refused
     try:
         control.up(lab, image.disk)
         yield
     finally:
         control.down(lab)
-        control.clear_owner()
+        control.clear_owner(lab)
 
 
 def measure(out: Path, rounds: int, panics: int) -> tuple[BootComparison, PanicLatencies]:

@@ -115,7 +115,7 @@ def _start_vlab(lab: Lab, run_id: str, keep_up: bool) -> bool:
 
     running = any(control.host_status(host).bmc_running
                   for host in control.virtual_hosts(lab))
-    owner = control.read_owner() if running else None
+    owner = control.read_owner(lab) if running else None
     # A run earlier in this process (xenhil reproduce, bisect) is not another run.
     if owner is not None and isinstance(owner.get("pid"), int) and owner["pid"] != os.getpid():
         if control.pid_alive(owner["pid"]):
@@ -131,7 +131,7 @@ def _start_vlab(lab: Lab, run_id: str, keep_up: bool) -> bool:
             running = False
     image = build_image(cache_dir())
     fetch_builds(cache_dir(), image)
-    control.write_owner(run_id, keep_up)  # before up: a run killed during it is found too
+    control.write_owner(lab, run_id, keep_up)  # before up: a run killed during it is found too
     control.up(lab, image.disk)
     return not running
 
@@ -284,9 +284,9 @@ def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
 
                 if started_vlab and not keep_up:
                     control.down(unchecked)
-                    control.clear_owner()
+                    control.clear_owner(unchecked)
                 elif not keep_up:
-                    control.write_owner(run_id, keep_up=True)  # not ours to stop
+                    control.write_owner(unchecked, run_id, keep_up=True)  # not ours to stop
         comparison = verdict.comparison
         final = "interrupted" if signals else comparison.verdict
         ended = datetime.now(UTC)

@@ -85,7 +85,7 @@ class LabStepRunner:
             from ..vlab import control
 
             control.down(self.lab)
-            control.clear_owner()
+            control.clear_owner(self.lab)
 
     def run(self, test_id: str, build: Path | None, host: str,
             attempt_label: str) -> StepResult:

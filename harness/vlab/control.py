@@ -45,26 +45,33 @@ def bmc_password_file() -> Path:
     return vlab_dir() / "bmc-password"
 
 
-def owner_file() -> Path:
+def lab_run_dir(lab: Lab) -> Path:
+    """What a running virtual lab keeps: one directory per host and the owner file.
+    Per lab, so that two virtual labs (other machine indexes) run side by side."""
+    return vlab_dir() / "run" / lab.name
+
+
+def owner_file(lab: Lab) -> Path:
     """Which `xenhil run` started the running lab: {"pid", "run_id", "keep_up"}."""
-    return vlab_dir() / "owner.json"
+    return lab_run_dir(lab) / "owner.json"
 
 
-def read_owner() -> dict[str, Any] | None:
+def read_owner(lab: Lab) -> dict[str, Any] | None:
     try:
-        owner = json.loads(owner_file().read_text())
+        owner = json.loads(owner_file(lab).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return owner if isinstance(owner, dict) else None
 
 
-def write_owner(run_id: str, keep_up: bool) -> None:
-    owner_file().write_text(json.dumps({"pid": os.getpid(), "run_id": run_id,
-                                        "keep_up": keep_up}))
+def write_owner(lab: Lab, run_id: str, keep_up: bool) -> None:
+    owner_file(lab).parent.mkdir(parents=True, exist_ok=True)
+    owner_file(lab).write_text(json.dumps({"pid": os.getpid(), "run_id": run_id,
+                                           "keep_up": keep_up}))
 
 
-def clear_owner() -> None:
-    owner_file().unlink(missing_ok=True)
+def clear_owner(lab: Lab) -> None:
+    owner_file(lab).unlink(missing_ok=True)
 
 
 def pid_alive(pid: int) -> bool:
@@ -94,7 +101,7 @@ def virtual_hosts(lab: Lab) -> list[VirtualHost]:
             index=index,
             memory_mb=int(section.get("memory_mb", 2048)),
             vcpus=int(section.get("vcpus", 1)),
-            run_dir=vlab_dir() / "run" / name,
+            run_dir=lab_run_dir(lab) / name,
             # A point-to-point link: only a lab of exactly two hosts gets one.
             peer_address=peers[0] if len(peers) == 1 else None,
         ))

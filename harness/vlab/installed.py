@@ -155,7 +155,7 @@ class KeptDisks:
 def in_use_disks() -> dict[Path, list[str]]:
     """The kept disks that overlays of the virtual lab's hosts are on, and those hosts."""
     used: dict[Path, list[str]] = {}
-    for marker in sorted((control.vlab_dir() / "run").glob("*/kept-disk")):
+    for marker in sorted((control.vlab_dir() / "run").glob("*/*/kept-disk")):
         used.setdefault(Path(marker.read_text().strip()), []).append(marker.parent.name)
     return used
 

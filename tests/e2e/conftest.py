@@ -89,4 +89,4 @@ def vlab_cleaned(vlab_stopped: Lab) -> Iterator[Lab]:
     finally:
         if lab_processes(vlab_stopped):
             control.down(vlab_stopped)
-        control.clear_owner()
+        control.clear_owner(vlab_stopped)

@@ -60,7 +60,7 @@ def test_sigterm_mid_test_writes_reports_and_leaves_nothing(vlab_cleaned: Lab,
     junit = (reports / "junit.xml").read_text()
     assert 'errors="1"' in junit and "interrupted" in junit, junit
     assert lab_processes(vlab_cleaned) == []
-    assert control.read_owner() is None
+    assert control.read_owner(vlab_cleaned) is None
 
 
 def test_run_after_a_sigkill_cleans_up_and_passes(vlab_cleaned: Lab, tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_run_after_a_sigkill_cleans_up_and_passes(vlab_cleaned: Lab, tmp_path: P
         killed.wait(timeout=30)
         left = lab_processes(vlab_cleaned)
         assert any("QEMU" in process for process in left), left  # what it left behind
-        owner = control.read_owner()
+        owner = control.read_owner(vlab_cleaned)
         assert owner is not None and owner["run_id"] == "e2e-sigkill", owner
         # The next run: a host without any build yet, as a fresh lab has it.
         done = subprocess.run(
@@ -88,4 +88,4 @@ def test_run_after_a_sigkill_cleans_up_and_passes(vlab_cleaned: Lab, tmp_path: P
                 allure_results(REPORTS / "e2e-after-sigkill").items()}
     assert list(statuses.values()) == ["passed"], statuses
     assert lab_processes(vlab_cleaned) == []
-    assert control.read_owner() is None
+    assert control.read_owner(vlab_cleaned) is None

@@ -186,7 +186,7 @@ def test_a_killed_runs_lock_is_stale_until_lab_release_frees_it(
     assert after.returncode == 0, output[-4000:]
     assert statuses("e2e-share-after-kill") == ["passed"]
     assert lab_processes(vlab_cleaned) == []
-    assert control.read_owner() is None
+    assert control.read_owner(vlab_cleaned) is None
     locks = xenhil("lab", "locks", "--coordinator", coordinator, timeout=60)
     assert locks.stdout.count("free") == 2, locks.stdout
 

@@ -57,7 +57,7 @@ def results_env(vlab_stopped: Lab, tmp_path: Path) -> Iterator[dict[str, str]]:
         yield env
     finally:
         control.down(vlab_stopped)
-        control.clear_owner()
+        control.clear_owner(vlab_stopped)
 
 
 def xenhil(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

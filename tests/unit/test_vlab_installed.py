@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.build import Package, XenBuild
 from harness.cli import main
@@ -215,3 +216,37 @@ def test_status_lists_the_kept_disks_and_forget_keeps_those_in_use(
     said = capsys.readouterr()
     assert "forgot 1 kept disk(s)" in said.out + said.err
     assert (in_use.exists(), unused.exists()) == (True, False)
+
+
+def test_a_second_lab_keeps_its_own_hosts_and_owner_and_shares_the_kept_disks(
+        lab: Lab, hosts: dict[str, control.VirtualHost], base: Path, tmp_path: Path) -> None:
+    data = yaml.safe_load(DEFAULT_LAB.read_text())
+    data["xenhil"]["name"] = "vlab-b"
+    for name, index in (("vlab1", 3), ("vlab2", 4)):
+        data["xenhil"]["vlab"]["hosts"][name]["index"] = index
+        for resource in data["targets"][name]["resources"].values():
+            for key in ("address", "host"):
+                if key in resource:
+                    resource[key] = f"127.0.1.{index}"
+    path = tmp_path / "vlab-b.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    other = load_lab(path, check_files=False)
+    other_hosts = {machine.name: machine for machine in control.virtual_hosts(other)}
+    assert {h.run_dir for h in hosts.values()}.isdisjoint(
+        h.run_dir for h in other_hosts.values())
+
+    control.write_owner(lab, "run-a", keep_up=False)
+    control.write_owner(other, "run-b", keep_up=True)
+    assert (control.read_owner(lab) or {})["run_id"] == "run-a"
+    assert (control.read_owner(other) or {})["run_id"] == "run-b"
+    control.clear_owner(lab)
+    assert control.read_owner(lab) is None and control.read_owner(other) is not None
+
+    # A build kept from lab A's vlab1 boots lab B's vlab2, and is then in use there.
+    build = make_build(tmp_path, "build", b"hypervisor")
+    kept = install(KeptDisks(lab, keep=3), "vlab1", build, hosts, 0x22)
+    fresh_overlay(other_hosts["vlab2"], base)
+    other_disks = KeptDisks(other, keep=3)
+    assert kept is not None and other_disks.kept("vlab2", build) == kept
+    assert other_disks.restore("vlab2", build) == kept
+    assert installed.in_use_disks() == {kept: ["vlab2"]}
