@@ -20,7 +20,7 @@ from rich.table import Table
 
 from .errors import ConfigError, HarnessError
 from .ipmi import IPMITool, bmc_secrets
-from .lab import DEFAULT_LAB, Lab, load_lab
+from .lab import LAB_VARIABLE, Lab, default_lab, load_lab
 from .locking.base import DEFAULT_WAIT_MINUTES
 from .paths import cache_dir, expand
 from .results.records import RUN_KINDS
@@ -57,8 +57,9 @@ examples:
   xenhil vlab down                  stop everything the virtual lab started
   xenhil support vlab1              collect a support bundle (sos / supportconfig) now
 
-The lab file (--lab, default labs/vlab.yaml) says where every host's BMC, com1 and SSH
-are. The virtual lab's images and state live in $XENHIL_CACHE (default ~/.cache/xen-hil).
+The lab file (--lab, else $XENHIL_LAB, else labs/vlab.yaml) says where every host's BMC,
+com1 and SSH are. The virtual lab's images and state live in $XENHIL_CACHE (default
+~/.cache/xen-hil).
 Results go to a database: --db, else $XENHIL_DB, else the lab file's xenhil.results_db,
 else results.sqlite in $XENHIL_DATA or the reports directory.
 
@@ -559,8 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--lab", type=Path, default=DEFAULT_LAB,
-                        help="lab file (default: %(default)s)")
+    parser.add_argument("--lab", type=Path, default=default_lab(),
+                        help=f"lab file (default: ${LAB_VARIABLE} if set, else "
+                             "labs/vlab.yaml; here: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,13 @@ from .timeouts import TIMEOUTS, Timeouts
 from .yaml_file import load_yaml
 
 DEFAULT_LAB = labs_dir() / "vlab.yaml"
+# Like labgrid's LG_ENV: the lab file to use when none is given.
+LAB_VARIABLE = "XENHIL_LAB"
+
+
+def default_lab() -> Path:
+    """$XENHIL_LAB if it is set, else the virtual lab."""
+    return Path(os.environ.get(LAB_VARIABLE) or DEFAULT_LAB)
 
 HOST_OPTIONS = {
     "family": str,
@@ -308,7 +316,7 @@ def _kind_name(kind: Any) -> str:
 def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab:
     """Load and validate a lab file. `check_files=False` skips checking that the
     key and password files exist (for `xenhil vlab up`, which creates them)."""
-    path = Path(path) if path is not None else DEFAULT_LAB
+    path = Path(path) if path is not None else default_lab()
     check = _Checker(path)
     if not path.is_file():
         raise ConfigError(f"{path}: lab file not found")

@@ -53,7 +53,7 @@ from .guests.config import GuestAddresses
 from .guests.guest import GuestFactory, GuestFailed, public_key_line
 from .guests.image import GuestImage, build_guest_image
 from .host import Host, InstalledDisks
-from .lab import DEFAULT_LAB, Lab, load_lab
+from .lab import LAB_VARIABLE, Lab, default_lab, load_lab
 from .leaks import Leaked
 from .migration_hosts import paired
 from .network import diagnosis
@@ -80,8 +80,8 @@ MARKERS = {
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xenhil", "xen-hil: Xen hardware-in-the-loop")
-    group.addoption("--lab", type=Path, default=DEFAULT_LAB,
-                    help="lab file (default: labs/vlab.yaml)")
+    group.addoption("--lab", type=Path, default=default_lab(),
+                    help=f"lab file (default: ${LAB_VARIABLE} if set, else labs/vlab.yaml)")
     group.addoption("--build", default=None,
                     help="Xen build under test: a directory of .deb or .rpm files "
                          "(default: the lab file's xenhil.default_build)")

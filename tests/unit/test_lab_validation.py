@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.cli import build_parser
 from harness.errors import ConfigError
 from harness.lab import DEFAULT_LAB, load_lab
 
@@ -504,3 +505,15 @@ def test_run_takes_a_profile_or_tests_not_both() -> None:
                                       "testsuites/boot/test_boot.py"])
     with pytest.raises(ConfigError, match="give --profile or --test, not both"):
         args.func(args)
+
+
+def test_xenhil_lab_names_the_lab_file_when_none_is_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = yaml.safe_load(DEFAULT_LAB.read_text())
+    data["xenhil"]["name"] = "other"
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("XENHIL_LAB", str(path))
+    assert load_lab(check_files=False).name == "other"
+    assert build_parser().parse_args(["vlab", "status"]).lab == path
+    assert load_lab(DEFAULT_LAB, check_files=False).name == "vlab"  # --lab still wins
