@@ -16,12 +16,15 @@ least recently used go first; 0 keeps none).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_KEEP = 3
 POWER_OFF_TIMEOUT = 30.0  # ipmi_sim: a short wait, SIGTERM, then 5 s before SIGKILL
 COPY_TIMEOUT = 300.0
+LOCK_TIMEOUT = 60.0  # what it guards takes milliseconds
 
 
 def installed_dir() -> Path:
@@ -93,15 +97,17 @@ class KeptDisks:
     def restore(self, host: str, build: XenBuild) -> Path:
         """Give the powered-off host a new overlay on the kept disk of `build`."""
         machine = self.machines[host]
-        disk = self.kept(host, build)
-        if disk is None:
-            raise InfrastructureError(f"{host}: no kept disk of {build.label}")
         _await_machine_off(machine)
-        fresh = machine.overlay.with_suffix(".new")
-        _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk), str(fresh))
-        os.replace(fresh, machine.overlay)
-        _on_kept_disk(machine).write_text(f"{disk}\n")
-        os.utime(disk)  # recently used: pruned last
+        with _kept_disks_lock():  # another lab's run may be removing unused disks
+            disk = self.kept(host, build)
+            if disk is None:
+                raise InfrastructureError(f"{host}: no kept disk of {build.label}")
+            fresh = machine.overlay.with_suffix(".new")
+            _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk),
+                      str(fresh))
+            os.replace(fresh, machine.overlay)
+            _on_kept_disk(machine).write_text(f"{disk}\n")
+            os.utime(disk)  # recently used: pruned last
         log.info("%s: booting from the kept disk of %s (%s), not installing it", host,
                  build.label, disk.name)
         return disk
@@ -200,12 +206,38 @@ def _by_recent_use() -> list[Path]:
 
 def _remove_unused(disks: list[Path]) -> list[Path]:
     """Remove those of `disks` no host's overlay is on; return them."""
-    in_use = in_use_disks()
-    removed = [disk for disk in disks if disk not in in_use]
-    for disk in removed:
-        disk.unlink()
-        disk.with_suffix(".json").unlink(missing_ok=True)
+    with _kept_disks_lock():
+        in_use = in_use_disks()
+        removed = [disk for disk in disks if disk not in in_use and disk.exists()]
+        for disk in removed:
+            disk.unlink()
+            disk.with_suffix(".json").unlink(missing_ok=True)
     return removed
+
+
+@contextlib.contextmanager
+def _kept_disks_lock() -> Iterator[None]:
+    """Between the processes of two virtual labs: a disk is never removed between a
+    host finding it and its overlay's marker naming it."""
+    path = _lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock_file:
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise InfrastructureError(
+                        f"{path}: still locked after "
+                        f"{LOCK_TIMEOUT:.0f} s by another process of the virtual lab") from None
+                time.sleep(0.1)
+        yield
+
+
+def _lock_path() -> Path:
+    return control.vlab_dir() / "installed.lock"
 
 
 def _on_kept_disk(machine: VirtualHost) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,3 +251,25 @@ def test_a_second_lab_keeps_its_own_hosts_and_owner_and_shares_the_kept_disks(
     assert kept is not None and other_disks.kept("vlab2", build) == kept
     assert other_disks.restore("vlab2", build) == kept
     assert installed.in_use_disks() == {kept: ["vlab2"]}
+
+
+def test_kept_disks_wait_for_another_labs_process_but_not_forever(
+        lab: Lab, hosts: dict[str, control.VirtualHost], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    build = make_build(tmp_path, "build", b"hypervisor")
+    kept = install(KeptDisks(lab, keep=3), "vlab1", build, hosts, 0x33)
+    assert kept is not None
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
+         str(control.vlab_dir() / "installed.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        monkeypatch.setattr(installed, "LOCK_TIMEOUT", 0.5)
+        with pytest.raises(InfrastructureError, match=r"installed\.lock: still locked after 0 s"):
+            forget_kept_disks()
+        assert kept.exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert forget_kept_disks() == 1 and not kept.exists()
