@@ -78,23 +78,34 @@ time_of = start=$$(date +%s); $(2); status=$$?; \
 	echo "make test: $(1) took $$(( $$(date +%s) - start )) s"; $(3)
 timed = @$(call time_of,$(1),$(2),exit $$status)
 
-# The unit tests run side by side with the end-to-end tests, which mostly wait on one
-# QEMU taking one core of two; their output follows. Stopped early, make stops them with
-# SIGINT (their fixtures clean up); a background job ignores SIGINT without env's reset.
+# The end-to-end tests run on two virtual labs at once, each host with one vCPU of the
+# two cores: labs/vlab.yaml runs the results and areas runs (one chain of installs and
+# kept disks), labs/vlab-b.yaml everything else. The unit tests run beside them.
+E2E_ON_VLAB := tests/e2e/test_results.py tests/e2e/test_run.py::test_run_of_every_area
+E2E_ON_VLAB_B := tests/e2e --ignore=tests/e2e/test_results.py \
+	--deselect=tests/e2e/test_run.py::test_run_of_every_area
+
+# in_background(part, command, log, pid variable). A background job ignores SIGINT
+# without env's reset; SIGTERM becomes SIGINT, so that pytest's fixtures clean up.
+in_background = ( trap 'kill -INT $$pytest; wait $$pytest' TERM; \
+	$(call time_of,$(1),env --default-signal=INT $(2) & pytest=$$!; wait $$pytest,exit $$status) \
+	) > $(3) 2>&1 & $(4)=$$!
+
+# Their output is printed when they end, after that of the end-to-end tests on vlab.
 test: APT_PACKAGES += $(TEST_APT_PACKAGES)
 test: setup
 	$(call timed,lint and types,$(MAKE) --no-print-directory lint)
 	$(call timed,virtual lab images and builds,$(BIN)/xenhil vlab build)
-	@unit_log=$$(mktemp); \
-	( trap 'kill -INT $$pytest; wait $$pytest' TERM; \
-	  $(call time_of,unit and integration tests,env --default-signal=INT $(BIN)/pytest --durations=5 tests/unit tests/integration & pytest=$$!; wait $$pytest,exit $$status) \
-	) > $$unit_log 2>&1 & unit=$$!; \
-	trap 'kill $$unit 2>/dev/null; wait $$unit; [ ! -f $$unit_log ] || { cat $$unit_log; rm $$unit_log; }' EXIT; \
+	@unit_log=$$(mktemp); vlab_b_log=$$(mktemp); \
+	$(call in_background,unit and integration tests,$(BIN)/pytest --durations=5 tests/unit tests/integration,$$unit_log,unit); \
+	$(call in_background,end-to-end tests on labs/vlab-b.yaml,XENHIL_LAB=labs/vlab-b.yaml $(BIN)/pytest -p no:cacheprovider --durations=10 -m "not long" $(E2E_ON_VLAB_B),$$vlab_b_log,vlab_b); \
+	trap 'kill $$unit $$vlab_b 2>/dev/null; wait $$unit $$vlab_b; for log in $$unit_log $$vlab_b_log; do [ ! -f $$log ] || { cat $$log; rm $$log; }; done' EXIT; \
 	trap 'exit 130' INT TERM; \
-	echo "make test: unit and integration tests started beside the end-to-end tests"; \
-	$(call time_of,end-to-end tests on the virtual lab,$(BIN)/pytest --durations=20 -m "not long" tests/e2e,e2e=$$status); \
+	echo "make test: unit and integration tests, and end-to-end tests on labs/vlab-b.yaml, started beside those on labs/vlab.yaml"; \
+	$(call time_of,end-to-end tests on labs/vlab.yaml,$(BIN)/pytest --durations=10 -m "not long" $(E2E_ON_VLAB),vlab=$$status); \
+	wait $$vlab_b; vlab_b_status=$$?; cat $$vlab_b_log; rm $$vlab_b_log; \
 	wait $$unit; unit_status=$$?; cat $$unit_log; rm $$unit_log; \
-	[ $$e2e = 0 ] && [ $$unit_status = 0 ]
+	[ $$vlab = 0 ] && [ $$vlab_b_status = 0 ] && [ $$unit_status = 0 ]
 
 clean-vlab: venv
 	$(BIN)/xenhil vlab down

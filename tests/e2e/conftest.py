@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.lab import DEFAULT_LAB, Lab, load_lab
+from harness.lab import Lab, default_lab, load_lab
 from harness.paths import cache_dir
 from harness.vlab import control
 from harness.vlab.builds import fetch_builds
@@ -45,11 +45,11 @@ def assert_vlab_down(lab: Lab) -> None:
 @pytest.fixture
 def vlab(vlab_image: Image) -> Iterator[Lab]:
     """The virtual lab, up (hosts off) for one test, and down afterwards whatever happens."""
-    lab = load_lab(DEFAULT_LAB, check_files=False)
+    lab = load_lab(default_lab(), check_files=False)
     assert_vlab_down(lab)
     try:
         control.up(lab, vlab_image.disk)
-        yield load_lab(DEFAULT_LAB)
+        yield load_lab(default_lab())
     finally:
         control.down(lab)
 
@@ -58,7 +58,7 @@ def vlab(vlab_image: Image) -> Iterator[Lab]:
 def vlab_stopped(vlab_image: Image) -> Lab:
     """The virtual lab's lab file, with nothing of the lab running (for `xenhil run`,
     which starts and stops the lab itself)."""
-    lab = load_lab(DEFAULT_LAB, check_files=False)
+    lab = load_lab(default_lab(), check_files=False)
     assert_vlab_down(lab)
     return lab
 

@@ -96,13 +96,14 @@ def test_a_pair_and_a_one_host_run_take_turns_through_the_coordinator(
     start = datetime.now(UTC).timestamp()
     places = xenhil("lab", "places", "--coordinator", coordinator, timeout=60)
     assert places.returncode == 0, places.stderr
-    assert "vlab-vlab1: created for host vlab1" in places.stderr
+    place1, place2 = vlab_cleaned.host("vlab1").place, vlab_cleaned.host("vlab2").place
+    assert f"{place1}: created for host vlab1" in places.stderr
 
     pair_log, one_log = tmp_path / "pair.log", tmp_path / "one.log"
     pair = start_run("e2e-share-pair", pair_log, "--coordinator", coordinator, "--wait", "1",
                      "--", "-k", PAIR_TEST)
     try:
-        wait_for_output(pair_log, f"host vlab2 (place vlab-vlab2 on {coordinator}) locked "
+        wait_for_output(pair_log, f"host vlab2 (place {place2} on {coordinator}) locked "
                         "for this run", pair, timeout=120)
         one = start_run("e2e-share-one", one_log, "--coordinator", coordinator,
                         "--wait", "30", *PLAIN_HOST_RUN)
@@ -121,7 +122,7 @@ def test_a_pair_and_a_one_host_run_take_turns_through_the_coordinator(
     assert statuses("e2e-share-pair") == ["passed"]
     assert one.returncode == 0, one_output[-5000:]
     assert statuses("e2e-share-one") == ["passed"]
-    waiting = (rf"host vlab1 \(place vlab-vlab1 on {re.escape(coordinator)}\) is held by "
+    waiting = (rf"host vlab1 \(place {place1} on {re.escape(coordinator)}\) is held by "
                rf"\S+/\S+:{pair.pid} since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
     assert re.search(waiting, one_output), one_output[-5000:]
 
@@ -201,7 +202,8 @@ def test_without_a_coordinator_a_second_run_names_the_holder_of_the_lock_file(
                       timeout=120)
         assert holder.poll() is None  # still holding it
     output = done.stdout + done.stderr
-    lock_file = f"host vlab1 (lock file {cache_dir() / 'locks' / 'vlab-vlab1.lock'})"
+    place = vlab_cleaned.host("vlab1").place
+    lock_file = f"host vlab1 (lock file {cache_dir() / 'locks' / f'{place}.lock'})"
     assert f"{lock_file} is held by " in output and "waiting (up to 0.05 min)" in output
     assert re.search(rf"{re.escape(lock_file)} is still held by \S+/\S+:{holder.pid} "
                      r"\(run child-run\) since .+ after waiting 0\.05 min", output), output

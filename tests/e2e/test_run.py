@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from harness.build import load_build
-from harness.lab import DEFAULT_LAB, Lab
+from harness.lab import Lab, default_lab
 from harness.paths import PROJECT_ROOT, cache_dir, expand
 from harness.results.db import ResultsDB, resolve_url
 from harness.vlab.control import bmc_password_file
@@ -51,7 +51,7 @@ def run_scenarios(paths: list[Path], reports: Path,
     return subprocess.run(
         [sys.executable, "-m", "pytest", *map(str, paths), "-p", "no:cacheprovider",
          "-p", "no:labgrid",
-         "--rootdir", str(PROJECT_ROOT), "--lab", str(DEFAULT_LAB), "--run-id", reports.name,
+         "--rootdir", str(PROJECT_ROOT), "--lab", str(default_lab()), "--run-id", reports.name,
          "--alluredir", str(reports / "allure-results"), "--clean-alluredir",
          "-o", "log_cli=true",
          "--log-cli-level=INFO", *args],
@@ -190,7 +190,7 @@ def test_harness_self_tests_and_faults(vlab: Lab) -> None:
         == expected, outcome
     assert done.returncode == 1, done.stdout[-6000:]
 
-    assert_faults_end_their_tests(reports, results)
+    assert_faults_end_their_tests(vlab, reports, results)
 
     # A vif on a missing bridge: failed, with the hotplug script's error and logs.
     bridge = results["test_vif_on_a_missing_bridge_fails_with_the_hotplug_error[vlab1]"]
@@ -256,7 +256,7 @@ def injected_at(reports: Path, result: dict) -> float:
     return float(attachment(reports, result, "fault injected").split()[0])
 
 
-def assert_faults_end_their_tests(reports: Path, results: dict[str, dict]) -> None:
+def assert_faults_end_their_tests(lab: Lab, reports: Path, results: dict[str, dict]) -> None:
     """Each fault ends its test promptly with the fault as the verdict and message; the
     host is recovered (or, without its BMC, broken for the rest of the run) and the
     run goes on. The detection latencies are written to fault-latencies.json."""
@@ -277,10 +277,11 @@ def assert_faults_end_their_tests(reports: Path, results: dict[str, dict]) -> No
 
     dead = results["test_dead_bmc_makes_its_host_broken"]
     message = dead["statusDetails"]["message"]
-    assert "HostBroken" in message and "BMC 127.0.1.2:6230" in message, message
+    bmc = f"BMC {lab.host('vlab2').bmc.address}:{lab.host('vlab2').bmc.port}"
+    assert "HostBroken" in message and bmc in message, message
     latencies["BMC killed -> test broken"] = dead["stop"] / 1000 - injected_at(reports, dead)
     after = results["test_broken_host_ends_its_next_test_at_once"]
-    assert "BMC 127.0.1.2:6230" in after["statusDetails"]["message"]
+    assert bmc in after["statusDetails"]["message"]
     latencies["next test on the broken host -> broken"] = (after["stop"] - after["start"]) / 1000
     assert results["test_the_other_host_goes_on[vlab1]"]["status"] == "passed"
 
@@ -330,9 +331,9 @@ def assert_support_bundle_on_failure(reports: Path, host: str = "vlab1") -> None
 
 
 def broken_lab_file(tmp_path: Path, resource: str, port: int) -> Path:
-    """labs/vlab.yaml as a plain lab (no `vlab` section: nothing starts or stops the
+    """The tests' lab file as a plain lab (no `vlab` section: nothing starts or stops the
     lab) whose vlab1 has `resource` on a port where nothing answers."""
-    data = yaml.safe_load(DEFAULT_LAB.read_text())
+    data = yaml.safe_load(default_lab().read_text())
     data["targets"]["vlab1"]["resources"][resource]["port"] = port
     data["xenhil"]["reports"] = str(tmp_path / "reports")
     data["xenhil"]["timeouts"] = {"firmware": 5}  # x3 on this lab: 15 s
@@ -349,7 +350,7 @@ def test_dead_bmc_is_lab_breakage_before_anything_runs(vlab: Lab, tmp_path: Path
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2, done.stderr
     assert "lab not usable, nothing was run" in done.stderr
-    assert "host vlab1: BMC 127.0.1.1:6299" in done.stderr
+    assert f"host vlab1: BMC {vlab.host('vlab1').bmc.address}:6299" in done.stderr
     assert not (tmp_path / "reports" / "dead-bmc").exists()  # nothing ran
     # The night's run is in the results database, as broken: its history shows it.
     db = ResultsDB.open(resolve_url(None, None, tmp_path / "reports"))

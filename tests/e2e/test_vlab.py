@@ -13,7 +13,7 @@ import pytest
 
 from harness.com1 import Com1Recorder
 from harness.ipmi import IPMITool
-from harness.lab import DEFAULT_LAB, Lab, load_lab
+from harness.lab import Lab, default_lab, load_lab
 from harness.remote import RemoteHost
 from harness.vlab import control
 from harness.vlab.image import Image
@@ -143,7 +143,7 @@ def test_power_cycle_restarts_the_machine(vlab: Lab, tmp_path: Path) -> None:
 
 
 def test_down_leaves_no_process_and_no_port(vlab_image: Image) -> None:
-    lab = load_lab(DEFAULT_LAB, check_files=False)
+    lab = load_lab(default_lab(), check_files=False)
     assert_vlab_down(lab)
     try:
         control.up(lab, vlab_image.disk)
