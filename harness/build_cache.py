@@ -15,13 +15,15 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL = 25  # lines of a failed command's output shown in its error
+# A first image build takes about 3 minutes; one another process runs is waited for.
+BUILD_LOCK_TIMEOUT = 3600.0
 
 
 class VlabBuildError(RuntimeError):
@@ -37,12 +39,32 @@ def dom0_dpkg_status(cache: Path) -> Path:
 @contextmanager
 def cache_lock(root: Path) -> Iterator[None]:
     """Serializes builds in one cache directory across processes."""
-    with (root / ".lock").open("w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another build in %s", root)
-            fcntl.flock(f, fcntl.LOCK_EX)
+    with file_lock(root / ".lock", BUILD_LOCK_TIMEOUT, f"another build in {root}",
+                   VlabBuildError):
+        yield
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float, holder: str,
+              error: Callable[[str], Exception]) -> Iterator[None]:
+    """An exclusive lock on `path` between processes, waited for up to `timeout`
+    seconds; then `error` names the file and who holds it (`holder`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        deadline = time.monotonic() + timeout
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise error(f"{path}: still locked after {timeout:.0f} s by "
+                                f"{holder}") from None
+                if not waiting:
+                    log.info("waiting for %s (%s)", holder, path)
+                    waiting = True
+                time.sleep(0.1)
         yield
 
 

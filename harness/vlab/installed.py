@@ -17,19 +17,18 @@ least recently used go first; 0 keeps none).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ..build import XenBuild
+from ..build_cache import file_lock
 from ..errors import InfrastructureError
 from ..lab import Lab
 from . import control
@@ -215,29 +214,11 @@ def _remove_unused(disks: list[Path]) -> list[Path]:
     return removed
 
 
-@contextlib.contextmanager
-def _kept_disks_lock() -> Iterator[None]:
+def _kept_disks_lock() -> contextlib.AbstractContextManager[None]:
     """Between the processes of two virtual labs: a disk is never removed between a
     host finding it and its overlay's marker naming it."""
-    path = _lock_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as lock_file:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise InfrastructureError(
-                        f"{path}: still locked after "
-                        f"{LOCK_TIMEOUT:.0f} s by another process of the virtual lab") from None
-                time.sleep(0.1)
-        yield
-
-
-def _lock_path() -> Path:
-    return control.vlab_dir() / "installed.lock"
+    return file_lock(control.vlab_dir() / "installed.lock", LOCK_TIMEOUT,
+                     "another process of the virtual lab", InfrastructureError)
 
 
 def _on_kept_disk(machine: VirtualHost) -> Path:

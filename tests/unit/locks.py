@@ -45,6 +45,22 @@ def fake_run(lab: Lab, hosts: str, coordinator: str | None = None,
         stop(process)
 
 
+@contextlib.contextmanager
+def held_flock(path: Path) -> Iterator[None]:
+    """Another process holding an exclusive flock on `path`, once it says so."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = _read_line(process.stdout, timeout=30)
+        assert line == "held\n", f"{line!r}; stderr: {_rest(process)}"
+        yield
+    finally:
+        stop(process)
+
+
 def _read_line(stream: IO[str], timeout: float) -> str:
     import selectors
 

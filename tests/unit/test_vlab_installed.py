@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness.build import Package, XenBuild
 from harness.cli import main
 from harness.errors import InfrastructureError
 from harness.lab import DEFAULT_LAB, Lab, load_lab
+from harness.paths import labs_dir
 from harness.vlab import control, installed
 from harness.vlab.installed import KeptDisks, forget_kept_disks, installed_dir
+
+from .locks import held_flock
 
 
 @pytest.fixture
@@ -221,17 +222,7 @@ def test_status_lists_the_kept_disks_and_forget_keeps_those_in_use(
 
 def test_a_second_lab_keeps_its_own_hosts_and_owner_and_shares_the_kept_disks(
         lab: Lab, hosts: dict[str, control.VirtualHost], base: Path, tmp_path: Path) -> None:
-    data = yaml.safe_load(DEFAULT_LAB.read_text())
-    data["xenhil"]["name"] = "vlab-b"
-    for name, index in (("vlab1", 3), ("vlab2", 4)):
-        data["xenhil"]["vlab"]["hosts"][name]["index"] = index
-        for resource in data["targets"][name]["resources"].values():
-            for key in ("address", "host"):
-                if key in resource:
-                    resource[key] = f"127.0.1.{index}"
-    path = tmp_path / "vlab-b.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    other = load_lab(path, check_files=False)
+    other = load_lab(labs_dir() / "vlab-b.yaml", check_files=False)
     other_hosts = {machine.name: machine for machine in control.virtual_hosts(other)}
     assert {h.run_dir for h in hosts.values()}.isdisjoint(
         h.run_dir for h in other_hosts.values())
@@ -259,17 +250,9 @@ def test_kept_disks_wait_for_another_labs_process_but_not_forever(
     build = make_build(tmp_path, "build", b"hypervisor")
     kept = install(KeptDisks(lab, keep=3), "vlab1", build, hosts, 0x33)
     assert kept is not None
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
-         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
-         str(control.vlab_dir() / "installed.lock")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    with held_flock(control.vlab_dir() / "installed.lock"):
         monkeypatch.setattr(installed, "LOCK_TIMEOUT", 0.5)
         with pytest.raises(InfrastructureError, match=r"installed\.lock: still locked after 0 s"):
             forget_kept_disks()
         assert kept.exists()
-    finally:
-        holder.kill()
-        holder.wait(timeout=10)
     assert forget_kept_disks() == 1 and not kept.exists()

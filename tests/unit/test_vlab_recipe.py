@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.build_cache import VlabBuildError, publish, stamp_matches
+from harness import build_cache
+from harness.build_cache import VlabBuildError, cache_lock, publish, stamp_matches
 from harness.vlab.builds import binaries_of
 from harness.vlab.image import FILES, debian_mirror, recipe_hash
+
+from .locks import held_flock
 
 SOURCES = """\
 Types: deb
@@ -155,3 +158,15 @@ def test_publish_then_stamp(tmp_path: Path) -> None:
     assert not stamp_matches(stamp, "r2", (dest,))
     assert not stamp_matches(stamp, "r1", (dest / "missing",))
     assert not stamp_matches(tmp_path / "no-stamp", "r1", (dest,))
+
+
+def test_a_build_waits_for_another_in_the_same_cache_but_not_forever(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_cache, "BUILD_LOCK_TIMEOUT", 0.5)
+    with held_flock(tmp_path / ".lock"), pytest.raises(
+            VlabBuildError, match=r"\.lock: still locked after 0 s by another build in "), \
+            cache_lock(tmp_path):
+        pass
+    with cache_lock(tmp_path):  # free again
+        pass
+
