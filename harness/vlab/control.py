@@ -65,9 +65,9 @@ def read_owner(lab: Lab) -> dict[str, Any] | None:
 
 
 def write_owner(lab: Lab, run_id: str, keep_up: bool) -> None:
-    owner_file(lab).parent.mkdir(parents=True, exist_ok=True)
-    owner_file(lab).write_text(json.dumps({"pid": os.getpid(), "run_id": run_id,
-                                           "keep_up": keep_up}))
+    path = owner_file(lab)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getpid(), "run_id": run_id, "keep_up": keep_up}))
 
 
 def clear_owner(lab: Lab) -> None:
