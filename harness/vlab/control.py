@@ -331,6 +331,8 @@ def down(lab: Lab) -> None:
         machine = _stop(host.qemu_pid_file, "qemu-system", f"{host.name} QEMU")
         if machine is not None:
             _await_power_off_line(host, machine)
+        # Stopped, the host is on no kept disk: `vlab up` gives it a new overlay.
+        host.kept_disk_marker.unlink(missing_ok=True)
     # A killed process's sockets can take a moment to be released.
     deadline = time.monotonic() + 5
     while True:

@@ -105,7 +105,7 @@ class KeptDisks:
             _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk),
                       str(fresh))
             os.replace(fresh, machine.overlay)
-            _on_kept_disk(machine).write_text(f"{disk}\n")
+            machine.kept_disk_marker.write_text(f"{disk}\n")
             os.utime(disk)  # recently used: pruned last
         log.info("%s: booting from the kept disk of %s (%s), not installing it", host,
                  build.label, disk.name)
@@ -117,7 +117,7 @@ class KeptDisks:
         disk would depend on that disk."""
         machine = self.machines[host]
         _staged(machine).unlink(missing_ok=True)
-        if _on_kept_disk(machine).exists():
+        if machine.kept_disk_marker.exists():
             log.info("%s: its disk is an overlay on a kept disk; this install is not kept",
                      host)
             return False
@@ -219,10 +219,6 @@ def _kept_disks_lock() -> contextlib.AbstractContextManager[None]:
     host finding it and its overlay's marker naming it."""
     return file_lock(control.vlab_dir() / "installed.lock", LOCK_TIMEOUT,
                      "another process of the virtual lab", InfrastructureError)
-
-
-def _on_kept_disk(machine: VirtualHost) -> Path:
-    return machine.run_dir / "kept-disk"
 
 
 def _staged(machine: VirtualHost) -> Path:

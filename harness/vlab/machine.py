@@ -46,6 +46,11 @@ class VirtualHost:
         return self.run_dir / "disk.qcow2"
 
     @property
+    def kept_disk_marker(self) -> Path:
+        """Names the kept disk the host's overlay is on (harness/vlab/installed.py)."""
+        return self.run_dir / "kept-disk"
+
+    @property
     def qemu_pid_file(self) -> Path:
         return self.run_dir / "qemu.pid"
 

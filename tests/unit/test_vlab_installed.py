@@ -4,6 +4,7 @@ base image, host overlays on it written with qemu-io, no QEMU machine."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -255,4 +256,25 @@ def test_kept_disks_wait_for_another_labs_process_but_not_forever(
         with pytest.raises(InfrastructureError, match=r"installed\.lock: still locked after 0 s"):
             forget_kept_disks()
         assert kept.exists()
+    assert forget_kept_disks() == 1 and not kept.exists()
+
+
+def test_a_lab_stopped_is_on_no_kept_disk(
+        base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XENHIL_CACHE", str(tmp_path / "cache"))
+    # Addresses no other test's lab listens on: down checks that nothing does.
+    text = re.sub(r"127\.0\.1\.([12])\b", r"127.0.1.20\1", DEFAULT_LAB.read_text())
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    lab = load_lab(path, check_files=False)
+    machines = {machine.name: machine for machine in control.virtual_hosts(lab)}
+    for machine in machines.values():
+        fresh_overlay(machine, base)
+    disks = KeptDisks(lab, keep=3)
+    build = make_build(tmp_path, "build", b"hypervisor")
+    kept = install(disks, "vlab1", build, machines, 0x44)
+    assert kept is not None and disks.restore("vlab2", build) == kept
+    assert installed.in_use_disks() == {kept: ["vlab2"]}
+    control.down(lab)
+    assert installed.in_use_disks() == {}
     assert forget_kept_disks() == 1 and not kept.exists()
