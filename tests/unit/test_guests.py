@@ -79,7 +79,7 @@ def test_xl_config_of_an_hvm_guest_puts_its_serial_port_in_a_file() -> None:
     assert 'type = "hvm"' in lines
     # the same kernel, loaded by the firmware; the console is the emulated UART
     assert 'kernel = "/var/lib/xen/images/xenhil/vmlinuz-6.1.0-50-amd64"' in lines
-    assert ('extra = "console=ttyS0 loglevel=4 xenhil.name=hvm-guest-1 '
+    assert ('extra = "console=ttyS0 loglevel=4 pci=noearly xenhil.name=hvm-guest-1 '
             'xenhil.ip=198.51.100.101/24"') in lines
     assert guest.console_log == "/var/log/xen/console/hvm-hvm-guest-1.log"
     assert 'serial = "file:/var/log/xen/console/hvm-hvm-guest-1.log"' in lines
