@@ -22,20 +22,31 @@ from .host import Host
 
 log = logging.getLogger(__name__)
 
-# One shell script, one round trip: each section starts with "## name".
+# One shell script, one round trip: each section starts with "## name". A fork and exec
+# on a PV dom0 under TCG takes about 0.1 s: the script runs 7 programs, not 13-19 (globs
+# and builtins instead of ls, grep, sed and losetup; xl list's lines are read here).
 SNAPSHOT = r"""
-echo '## domains'; xl list 2>/dev/null | awk 'NR > 1 && $1 != "Domain-0" {print $1}'
-echo '## network devices'; ls /sys/class/net | grep -E '^(vif|tap)' || true
+echo '## domains'; xl list 2>/dev/null
+echo '## network devices'
+for dev in /sys/class/net/vif* /sys/class/net/tap*; do
+    [ -e "$dev" ] && echo "${dev##*/}"
+done
 echo '## xenstore'
-for dir in /local/domain /vm /libxl; do
-    xenstore-list "$dir" 2>/dev/null | sed "s|^|$dir/|"
+for dir in /local/domain /vm /libxl; do xenstore-list -p "$dir" 2>/dev/null; done
+types=$(xenstore-list -p /local/domain/0/backend 2>/dev/null)
+if [ -n "$types" ]; then
+    xenstore-list -p $types 2>/dev/null \
+        || for type in $types; do xenstore-list -p "$type" 2>/dev/null; done
+fi
+echo '## loop devices'
+for backing in /sys/block/loop*/loop/backing_file; do
+    [ -e "$backing" ] || continue
+    read -r file < "$backing"
+    device=${backing%/loop/backing_file}
+    echo "/dev/${device##*/} $file"
 done
-for type in $(xenstore-list /local/domain/0/backend 2>/dev/null); do
-    xenstore-list "/local/domain/0/backend/$type" 2>/dev/null \
-        | sed "s|^|/local/domain/0/backend/$type/|"
-done
-echo '## loop devices'; losetup -a 2>/dev/null || true
-echo '## files'; find /var/run/xen /tmp -xdev -mindepth 1 2>/dev/null || true
+echo '## files'; find /var/run/xen /tmp -xdev -mindepth 1 2>/dev/null
+true
 """
 SECTIONS = ("domains", "network devices", "xenstore", "loop devices", "files")
 # Xen's own files, written by the toolstack and kept on purpose: not a test's leak.
@@ -65,6 +76,9 @@ class HostState:
                 current.add(line.strip())
         sections["files"] = {path for path in sections["files"]
                              if not NOT_LEAKS.match(path)}
+        # xl list's lines: a domain's name first; its header and dom0 are no guests
+        sections["domains"] = {line.split()[0] for line in sections["domains"]} \
+            - {"Name", "Domain-0"}
         return cls({name: frozenset(items) for name, items in sections.items()})
 
     def new_since(self, before: HostState) -> dict[str, list[str]]:
