@@ -27,7 +27,13 @@ from harness.guests.config import (
     guest_address,
     guest_mac,
 )
-from harness.guests.guest import Guest, GuestFactory, GuestFailed, console_failure
+from harness.guests.guest import (
+    Guest,
+    GuestFactory,
+    GuestFailed,
+    console_failure,
+    gone_command,
+)
 from harness.guests.image import (
     READY_MARKER,
     GuestImage,
@@ -477,3 +483,50 @@ def test_every_creation_that_never_ends_leaves_its_host_broken(
         booting.factory.on_each(here, there)  # type: ignore[arg-type]
     assert isinstance(here.health.broken, HostBroken)
     assert isinstance(there.health.broken, HostBroken)
+
+
+def run_gone_wait(tmp_path: Path, name: str, seconds: float, *, listed_looks: int,
+                  watch: str | None) -> tuple[int, list[str], float]:
+    """gone_command through sh with stand-ins: an `xl` that lists the domain for its
+    first `listed_looks` runs, and a `xenstore-watch` running `watch` (None: missing).
+    Returns the exit status, the argv of each xl run, and the seconds taken."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    looks = tmp_path / "looks"
+    (bin_dir / "xl").write_text(
+        "#!/bin/sh\n"
+        f"printf '%s\\n' \"$*\" >> {looks}\n"
+        f"[ $(wc -l < {looks}) -le {listed_looks} ]\n")
+    if watch is not None:
+        (bin_dir / "xenstore-watch").write_text(f"#!/bin/sh\n{watch}\n")
+    for program in bin_dir.iterdir():
+        program.chmod(0o755)
+    started = time.monotonic()
+    exit_status = subprocess.run(["sh", "-c", gone_command(name, seconds)],
+                                 env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+                                 check=False, timeout=30).returncode
+    return exit_status, looks.read_text().splitlines(), time.monotonic() - started
+
+
+def test_the_wait_for_a_guest_to_go_wakes_on_each_release(tmp_path: Path) -> None:
+    name = "xenhil-x'$(touch PWNED)"
+    exit_status, looks, took = run_gone_wait(tmp_path, name, 20, listed_looks=3,
+                                             watch="sleep 0.1")
+    assert exit_status == 0
+    assert looks == [f"list {name}"] * 4  # the name verbatim, once per release
+    assert took < 5
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_the_wait_for_a_guest_to_go_ends_at_its_deadline(tmp_path: Path) -> None:
+    # without xenstore-watch it still looks about once a second, not in a busy loop
+    exit_status, looks, took = run_gone_wait(tmp_path, "xenhil-stuck", 3,
+                                             listed_looks=1000, watch=None)
+    assert exit_status == 124
+    assert 2 <= len(looks) <= 5
+    assert 2.5 < took < 10
+    # a watch that sees no release is cut at 2 s, and the domain looked at again
+    exit_status, looks, took = run_gone_wait(tmp_path / "quiet", "xenhil-stuck", 5,
+                                             listed_looks=1000, watch="sleep 60")
+    assert exit_status == 124
+    assert 2 <= len(looks) <= 4
