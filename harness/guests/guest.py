@@ -89,8 +89,8 @@ def gone_command(name: str, seconds: float) -> str:
     """Ends once `xl list` no longer shows domain `name` (exit 0), or `seconds` later
     (exit 124). Between looks it sleeps on Xen's @releaseDomain watch (a domain was
     destroyed), at most 2 s: each look is an xl run, about 0.4 s of a TCG dom0's one
-    CPU, which the domain's teardown needs as well. Looks polled over SSH took 1.4-3.2 s
-    each and slowed the teardown they waited for."""
+    CPU, which the domain's teardown needs as well (polled over SSH once a second, the
+    looks took 1.4-3.2 s each during a teardown of about 7 s)."""
     # xenstore-watch sees the watch fire once when it is set; -n 2 waits for one more
     look = (f"while xl list {shlex.quote(name)} >/dev/null 2>&1; do "
             "timeout 2 xenstore-watch -n 2 @releaseDomain >/dev/null 2>&1 "
