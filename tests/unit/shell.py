@@ -29,3 +29,11 @@ def calls(command: str, cwd: Path, *programs: str, failing: str = "") -> list[li
     text = record.read_text() if record.exists() else ""
     record.unlink(missing_ok=True)
     return [call.split("\0")[:-1] for call in text.split("\1")[:-1]]
+
+
+def stand_in(path: Path, body: str) -> None:
+    """A program at `path` that runs the sh script `body`, for a command that execs it
+    (through `timeout`, say) where a shell function cannot stand in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)

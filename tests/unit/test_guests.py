@@ -49,6 +49,8 @@ from harness.guests.initramfs import Initramfs
 from harness.health import HostBroken, HostHealth
 from harness.timeouts import Timeouts
 
+from .shell import stand_in
+
 DATA = Path(__file__).parent.parent / "data" / "guests"
 NETWORK = ipaddress.IPv4Network("198.51.100.0/24")
 
@@ -491,16 +493,11 @@ def run_gone_wait(tmp_path: Path, name: str, seconds: float, *, listed_looks: in
     first `listed_looks` runs, and a `xenstore-watch` running `watch` (None: missing).
     Returns the exit status, the argv of each xl run, and the seconds taken."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(parents=True)
     looks = tmp_path / "looks"
-    (bin_dir / "xl").write_text(
-        "#!/bin/sh\n"
-        f"printf '%s\\n' \"$*\" >> {looks}\n"
-        f"[ $(wc -l < {looks}) -le {listed_looks} ]\n")
+    stand_in(bin_dir / "xl", f"printf '%s\\n' \"$*\" >> {looks}\n"
+                             f"[ $(wc -l < {looks}) -le {listed_looks} ]\n")
     if watch is not None:
-        (bin_dir / "xenstore-watch").write_text(f"#!/bin/sh\n{watch}\n")
-    for program in bin_dir.iterdir():
-        program.chmod(0o755)
+        stand_in(bin_dir / "xenstore-watch", f"{watch}\n")
     started = time.monotonic()
     exit_status = subprocess.run(["sh", "-c", gone_command(name, seconds)],
                                  env={"PATH": f"{bin_dir}:/usr/bin:/bin"},

@@ -35,17 +35,13 @@ from harness.install import (
 from harness.lab import DEFAULT_LAB, HostSpec, load_lab
 from harness.remote import CommandFailed, CommandResult, RemoteHost
 
+from .shell import stand_in
+
 GRUB_CFG = Path(__file__).parent.parent / "data/grub/debian12-xen-4.17.cfg"
 UUID = "10210e26-d78a-41a2-a854-14d8bcf9d052"
 XEN_ENTRY = f"xen-gnulinux-simple-{UUID}"  # the first entry booting /boot/xen-4.17-amd64.gz
 POSTINST = "if command -v update-grub > /dev/null && [ -d /boot/grub ]; then update-grub || :; fi"
 TIMEOUT = 600.0
-
-
-def stand_in(path: Path, body: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
 
 
 class FakeHost:
