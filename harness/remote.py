@@ -209,6 +209,7 @@ class RemoteHost:
         that whatever blocks on it fails; that failure becomes SSHTimeout (or the
         host's fault, if it has one)."""
         expired = threading.Event()
+        start = time.monotonic()
 
         def expire() -> None:
             expired.set()
@@ -221,7 +222,9 @@ class RemoteHost:
             yield
         except (OSError, paramiko.SSHException, EOFError, SSHUnavailable) as error:
             self._check_health()
-            if expired.is_set():
+            # paramiko's own timeouts (open_session, connect) may fire just before the
+            # timer: past the deadline, either way it is the host not answering.
+            if expired.is_set() or time.monotonic() - start >= seconds:
                 raise SSHTimeout(f"{self.name}: no answer within {seconds:.0f} s to "
                                  f"{what}") from None
             if isinstance(error, SSHUnavailable):
@@ -263,13 +266,15 @@ class RemoteHost:
     def _open_channel(self, command: str, timeout: float) -> paramiko.Channel:
         """A session running `command`. A connection that went stale (the host was reset
         under it) fails here, before the command ran: reconnect once and open again."""
+        deadline = time.monotonic() + timeout  # both attempts together
         for attempt in (1, 2):
+            left = max(deadline - time.monotonic(), 1.0)
             try:
-                with self._deadline(timeout, f"starting `{self._redact(command)}`"):
-                    transport = self.client(timeout).get_transport()
+                with self._deadline(left, f"starting `{self._redact(command)}`"):
+                    transport = self.client(left).get_transport()
                     if transport is None:
                         raise SSHUnavailable(f"{self.name}: no SSH transport")
-                    channel = transport.open_session(timeout=timeout)
+                    channel = transport.open_session(timeout=left)
                     channel.exec_command(command)
                     return channel
             except SSHTimeout:
