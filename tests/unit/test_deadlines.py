@@ -175,7 +175,7 @@ def test_every_operation_on_a_faulted_host_raises_the_fault(remote: RemoteHost,
         start = time.monotonic()
         with pytest.raises(ConsoleCrash):
             operation()
-        assert took(start) < 1
+        assert took(start) < 5  # not the 30 s sleep nor the 60 s default timeout
 
 
 def test_a_sleep_ends_when_the_host_faults(health: HostHealth) -> None:
