@@ -16,8 +16,8 @@ from typing import Any, Protocol
 from labgrid.step import Steps
 
 from .build import XenBuild
-from .health import HostBroken, HostHealth
-from .side_by_side import Unfinished, side_by_side
+from .health import HostHealth
+from .side_by_side import leave_unfinished_alone, side_by_side
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,7 @@ def boot_together(hosts: Sequence[Bootable], build: XenBuild,
     host broken: nothing else may use it while that thread may still act on it."""
     errors = side_by_side({host.name: partial(host.boot_build, build) for host in hosts},
                           deadline, "boot")
-    for host in hosts:
-        if isinstance(errors.get(host.name), Unfinished):
-            broken = HostBroken(f"{host.name}: installing and booting {build.label} did not "
-                                f"end within {deadline:.0f} s; the host is left alone")
-            host.health.fault(broken)
-            errors[host.name] = broken
+    leave_unfinished_alone(errors, {host.name: host for host in hosts},
+                           {host.name: f"installing and booting {build.label}"
+                            for host in hosts}, deadline)
     return errors

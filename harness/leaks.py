@@ -12,13 +12,16 @@ trace once it is removed (harness/migration_hosts.py `paired`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
+from functools import partial
 
 from . import evidence
 from .errors import ProductFailure
 from .host import Host
+from .side_by_side import on_each_host
 
 log = logging.getLogger(__name__)
 
@@ -115,35 +118,43 @@ class LeakCheck:
         self.settles = settles
         self.before: dict[str, tuple[Host, HostState]] = {}
 
-    def watch(self, host: Host) -> None:
-        if host.name not in self.before:
-            with evidence.step(f"leak check: note {host.name}'s state"):
-                self.before[host.name] = (host, snapshot(host, self.script))
+    def watch(self, *hosts: Host) -> None:
+        """Note the state of each host not noted yet (hosts side by side)."""
+        new = [host for host in hosts if host.name not in self.before]
+        if not new:
+            return
+        with evidence.step(f"leak check: note the state of {', '.join(h.name for h in new)}"):
+            states = on_each_host(new, partial(snapshot, script=self.script),
+                                  max(host.timeouts["command"] for host in new) + 10,
+                                  "leak check")
+        for host in new:
+            self.before[host.name] = (host, states[host.name])
 
     def leaks(self) -> dict[str, dict[str, list[str]]]:
-        """Host name -> what is new there, after waiting for teardown to settle.
-        A crashed or hung host is not checked: its power cycle clears it."""
-        found = {}
-        for name, (host, before) in self.before.items():
-            if host.health.current is not None:
-                continue
-            new: dict[str, list[str]] = {}
+        """Host name -> what is new there, after waiting for teardown to settle (hosts
+        side by side). A crashed or hung host is not checked: its power cycle clears it."""
+        checked = [host for host, _ in self.before.values() if host.health.current is None]
+        deadline = max([(host.timeouts["leak_settle"] if self.settles else 0)
+                        + 2 * host.timeouts["command"] for host in checked], default=0.0)
+        found = on_each_host(checked, self._new_on, deadline, "leak check")
+        return {name: new for name, new in found.items() if new}
 
-            def settled(host: Host = host, before: HostState = before) -> bool:
-                nonlocal new
-                new = snapshot(host, self.script).new_since(before)
-                return not new
+    def _new_on(self, host: Host) -> dict[str, list[str]]:
+        before = self.before[host.name][1]
+        new: dict[str, list[str]] = {}
 
-            if not self.settles:
-                if not settled():
-                    found[name] = new
-                continue
-            try:
-                host.wait_for("guest teardown to settle", settled,
-                              host.timeouts["leak_settle"], interval=2)
-            except TimeoutError:
-                found[name] = new
-        return found
+        def settled() -> bool:
+            nonlocal new
+            new = snapshot(host, self.script).new_since(before)
+            return not new
+
+        if not self.settles:
+            settled()
+            return new
+        with contextlib.suppress(TimeoutError):  # then `new` is what is left
+            host.wait_for("guest teardown to settle", settled,
+                          host.timeouts["leak_settle"], interval=2)
+        return new
 
     def verify(self) -> None:
         """Raise Leaked naming everything left behind, on every host watched."""

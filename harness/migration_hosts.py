@@ -18,7 +18,6 @@ import logging
 import re
 import shlex
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from .build import XenBuild
 from .errors import ConfigError, InfrastructureError
@@ -27,6 +26,7 @@ from .host import Host
 from .host_keys import known_hosts_name, trusted_keys
 from .leaks import LeakCheck
 from .remote import SSHUnavailable
+from .side_by_side import on_each_host
 from .xl import parse_xl_info
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,7 @@ def paired(hosts: Sequence[Host]) -> Iterator[None]:
     any trace of the pairing is left on one of them."""
     trust = LeakCheck(TRUST_SNAPSHOT, after="their pairing for migration was removed",
                       settles=False)
-    for host in hosts:
-        trust.watch(host)
+    trust.watch(*hosts)
     try:
         pair_hosts(hosts)
         yield
@@ -76,17 +75,22 @@ def pair_hosts(hosts: Sequence[Host]) -> None:
     if missing:
         raise ConfigError(f"{', '.join(missing)}: no link_address in the lab file; "
                           "migration goes over the host-to-host link")
-    public_keys = {host.name: host.run(keygen_command()).stdout for host in hosts}
+    # Each step is a few programs on each dom0 (a second under TCG), the check a whole
+    # SSH handshake: the hosts do each step side by side.
+    deadline = 3 * max((host.timeouts["command"] for host in hosts), default=0.0)
+    public_keys = on_each_host(hosts, lambda host: host.run(keygen_command()).stdout,
+                               deadline, "pairing")
     peers_of = {host.name: [other for other in hosts if other is not host] for host in hosts}
-    for host in hosts:
+
+    def pair(host: Host) -> None:
         peers = peers_of[host.name]
         host.run(pairing_script([(peer.name, str(peer.spec.link_address)) for peer in peers],
                                 [(peer.name, public_keys[peer.name]) for peer in peers],
                                 _known_hosts(peers)))
-    # Each check is a whole SSH handshake (seconds under TCG): the hosts check side by side.
-    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        for check in [pool.submit(_check_peers, host, peers_of[host.name]) for host in hosts]:
-            check.result()
+
+    on_each_host(hosts, pair, deadline, "pairing")
+    on_each_host(hosts, lambda host: _check_peers(host, peers_of[host.name]),
+                 len(hosts) * deadline, "pairing check")
 
 
 def _check_peers(host: Host, peers: Sequence[Host]) -> None:
@@ -102,11 +106,9 @@ def unpair_hosts(hosts: Sequence[Host], *, reachable_only: bool = False) -> list
     """Remove every trace of a pairing from `hosts`. With `reachable_only`, a host that
     is down (crashed, hung, no SSH) is left alone and returned: its next pairing
     removes the traces first."""
-    skipped = []
-    for host in hosts:
+    def unpair(host: Host) -> bool:
         if reachable_only and host.health.current is not None:
-            skipped.append(host)
-            continue
+            return False
         try:
             host.run(unpairing_script())
         except SSHUnavailable as error:
@@ -114,8 +116,12 @@ def unpair_hosts(hosts: Sequence[Host], *, reachable_only: bool = False) -> list
                 raise
             log.warning("%s: migration pairing not removed, the host does not answer: %s",
                         host.name, error)
-            skipped.append(host)
-    return skipped
+            return False
+        return True
+
+    deadline = 3 * max((host.timeouts["command"] for host in hosts), default=0.0)
+    unpaired = on_each_host(hosts, unpair, deadline, "unpairing")
+    return [host for host in hosts if not unpaired[host.name]]
 
 
 def keygen_command() -> str:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Protocol, TypeVar
+
+from .health import HostBroken, HostHealth
 
 
 class Unfinished(Exception):
@@ -46,3 +50,49 @@ def side_by_side(calls: Mapping[str, Callable[[], object]], deadline: float,
                                          f"{deadline:.0f} s")
     with lock:
         return dict(errors)
+
+
+class WorkedOn(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def health(self) -> HostHealth: ...
+
+
+def leave_unfinished_alone(errors: dict[str, BaseException], hosts: Mapping[str, WorkedOn],
+                           what: Mapping[str, str], deadline: float) -> None:
+    """The host of each call still running (`hosts` and `what` by the call's key) is
+    broken: its thread may still act on it, so nothing else may. Its error becomes that
+    HostBroken."""
+    for key, host in hosts.items():
+        if isinstance(errors.get(key), Unfinished):
+            errors[key] = broken = HostBroken(
+                f"{host.name}: {what[key]} did not end within {deadline:.0f} s; the host "
+                "is left alone")
+            host.health.fault(broken)
+
+
+H = TypeVar("H", bound=WorkedOn)
+T = TypeVar("T")
+
+
+def on_each_host(hosts: Sequence[H], call: Callable[[H], T], deadline: float,
+                 purpose: str) -> dict[str, T]:
+    """`call(host)` for every host, side by side (a single host in this thread); the
+    results by host name. Every call runs to its end, then the first error in the order
+    of `hosts` is raised; a call still running after `deadline` s leaves its host broken."""
+    if len(hosts) == 1:
+        return {hosts[0].name: call(hosts[0])}
+    results: dict[str, T] = {}
+
+    def run(host: H) -> None:
+        results[host.name] = call(host)
+
+    errors = side_by_side({host.name: partial(run, host) for host in hosts}, deadline, purpose)
+    leave_unfinished_alone(errors, {host.name: host for host in hosts},
+                           {host.name: purpose for host in hosts}, deadline)
+    for host in hosts:
+        if host.name in errors:
+            raise errors[host.name]
+    return {host.name: results[host.name] for host in hosts}

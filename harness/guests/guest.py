@@ -31,7 +31,7 @@ from ..host import Host
 from ..leaks import LeakCheck
 from ..network import PingStats, parse_ping
 from ..remote import CommandResult
-from ..side_by_side import Unfinished, side_by_side
+from ..side_by_side import leave_unfinished_alone, on_each_host, side_by_side
 from ..xenlogs import log_tails
 from ..xl import parse_xl_list
 from ..xl_command import run_xl
@@ -372,12 +372,9 @@ class GuestFactory:
                                                  for guest in made) + " side by side"):
             errors = side_by_side({guest.name: partial(self._create, guest) for guest in made},
                                   deadline, "create")
-        for guest in made:  # every host a thread may still act on is left alone
-            if isinstance(errors.get(guest.name), Unfinished):
-                errors[guest.name] = broken = HostBroken(
-                    f"{guest.host.name}: creating guest {guest.name} did not end within "
-                    f"{deadline:.0f} s; the host is left alone")
-                guest.host.health.fault(broken)
+        leave_unfinished_alone(errors, {guest.name: guest.host for guest in made},
+                               {guest.name: f"creating guest {guest.name}" for guest in made},
+                               deadline)
         for guest in made:
             if guest.name in errors:
                 raise errors[guest.name]
@@ -437,22 +434,34 @@ class GuestFactory:
         """Destroy every guest this factory made that its host still lists; returns
         what could not be destroyed. A crashed or hung host is left alone: its guests
         go with its power cycle, and its fault is the test's verdict already."""
-        problems = []
-        done: set[tuple[str, str]] = set()
+        on_host: dict[Host, dict[str, Guest]] = {}
         for guest in self.guests:
-            key = (guest.host.name, guest.name)
-            if key in done or guest.host.health.current is not None:
-                continue
-            done.add(key)
-            try:
-                if guest.listed():
-                    guest.destroy()
-                if guest.listed():
-                    problems.append(f"{guest.host.name}: {guest.name} still listed after "
-                                    "xl destroy")
-            except Exception as error:  # every guest gets its chance
-                problems.append(f"{guest.host.name}: {guest.name}: {error}")
-        return problems
+            if guest.host.health.current is None:
+                on_host.setdefault(guest.host, {}).setdefault(guest.name, guest)
+
+        def destroy_on(host: Host) -> list[str]:
+            problems = []
+            for guest in on_host[host].values():
+                try:
+                    if guest.listed():
+                        guest.destroy()
+                    if guest.listed():
+                        problems.append(f"{host.name}: {guest.name} still listed after "
+                                        "xl destroy")
+                except Exception as error:  # every guest gets its chance
+                    problems.append(f"{host.name}: {guest.name}: {error}")
+            return problems
+
+        # Hosts side by side: each destroy waits on its own machine.
+        hosts = sorted(on_host, key=lambda host: host.name)
+        deadline = max([len(on_host[host]) * (host.timeouts["xl_destroy"]
+                                              + 3 * host.timeouts["command"])
+                        for host in hosts], default=0.0)
+        try:
+            done = on_each_host(hosts, destroy_on, deadline, "destroy guests")
+        except HostBroken as broken:
+            return [str(broken)]
+        return [problem for host in hosts for problem in done[host.name]]
 
     def close(self) -> None:
         for guest in self.guests:

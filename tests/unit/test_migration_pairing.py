@@ -215,7 +215,7 @@ def test_the_pairings_leak_check_is_a_step_before_and_after(dom0s: list[FakeDom0
             pass
     finally:
         evidence.install(None)
-    assert steps == ["leak check: note vlab1's state", "leak check: note vlab2's state",
+    assert steps == ["leak check: note the state of vlab1, vlab2",
                      "leak check: their pairing for migration was removed"]
     assert all(step_phase(title) == "leak check" for title in steps)
 
