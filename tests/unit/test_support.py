@@ -128,7 +128,8 @@ def test_xen_section_script_skips_where_no_xen_runs(tmp_path: Path) -> None:
 def test_collectors_per_family() -> None:
     sos = collector_for("debian")
     command = sos.commands("h1-x", "/var/tmp/d")[0]
-    assert command.startswith("sos report --batch") and "--only-plugins grub2," in command
+    assert command.startswith("sos report --batch")
+    assert command.endswith("--only-plugins grub2")
     suse = collector_for("suse")
     assert suse.commands("h1-x", "/var/tmp/d") == ["supportconfig -Q -B h1-x -R /var/tmp/d"]
     with pytest.raises(ConfigError, match="no support collector for distro family 'rhel'"):

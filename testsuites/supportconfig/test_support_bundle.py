@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 # Where each item of the issue's list is in a bundle, per collector: (section, file
 # pattern in the bundle directory). On Debian, sos 4.0's xen plugin never
-# runs (a RedHatPlugin; `xm` commands), so the Xen items come from the harness's Xen
-# section; bridges, routes and GRUB come from sos's own plugins.
+# runs (a RedHatPlugin; `xm` commands), so the Xen items, bridges and routes come from
+# the harness's Xen section, and GRUB from sos's own plugin.
 XEN_ITEMS: dict[SupportCollector, dict[str, tuple[str, str]]] = {
     "sos": {
         "xl info": (XEN_SECTION, "**/xl-info.txt"),
@@ -39,8 +39,8 @@ XEN_ITEMS: dict[SupportCollector, dict[str, tuple[str, str]]] = {
         "Xen services state": (XEN_SECTION, "**/xen-services.txt"),
         "Xen logs": (XEN_SECTION, "**/var-log-xen/**/*"),
         "guest configs": (XEN_SECTION, "**/etc-xen/xenhil/*.cfg"),
-        "bridge state": ("sos/networking", "**/sos_commands/networking/bridge_*link_show"),
-        "route state": ("sos/networking", "**/sos_commands/networking/ip_route_show_table_all"),
+        "bridge state": (XEN_SECTION, "**/bridges.txt"),
+        "route state": (XEN_SECTION, "**/routes.txt"),
         "GRUB Xen command line": ("sos/grub2", "**/boot/grub/grub.cfg"),
     },
 }
