@@ -77,7 +77,7 @@ def pair_hosts(hosts: Sequence[Host]) -> None:
                           "migration goes over the host-to-host link")
     # Each step is a few programs on each dom0 (a second under TCG), the check a whole
     # SSH handshake: the hosts do each step side by side.
-    deadline = 3 * max((host.timeouts["command"] for host in hosts), default=0.0)
+    deadline = _step_deadline(hosts)
     public_keys = on_each_host(hosts, lambda host: host.run(keygen_command()).stdout,
                                deadline, "pairing")
     peers_of = {host.name: [other for other in hosts if other is not host] for host in hosts}
@@ -91,6 +91,11 @@ def pair_hosts(hosts: Sequence[Host]) -> None:
     on_each_host(hosts, pair, deadline, "pairing")
     on_each_host(hosts, lambda host: _check_peers(host, peers_of[host.name]),
                  len(hosts) * deadline, "pairing check")
+
+
+def _step_deadline(hosts: Sequence[Host]) -> float:
+    """What one step of pairing or unpairing may take on the hosts side by side."""
+    return 3 * max((host.timeouts["command"] for host in hosts), default=0.0)
 
 
 def _check_peers(host: Host, peers: Sequence[Host]) -> None:
@@ -119,8 +124,7 @@ def unpair_hosts(hosts: Sequence[Host], *, reachable_only: bool = False) -> list
             return False
         return True
 
-    deadline = 3 * max((host.timeouts["command"] for host in hosts), default=0.0)
-    unpaired = on_each_host(hosts, unpair, deadline, "unpairing")
+    unpaired = on_each_host(hosts, unpair, _step_deadline(hosts), "unpairing")
     return [host for host in hosts if not unpaired[host.name]]
 
 
