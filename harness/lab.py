@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .exported_console import PlaceSerialPort
 from .ipmi import BMC
 from .npiv.wwn import InvalidWWN, NpivConfig, VportName, default_wwnn, parse_wwn
-from .paths import UnknownVariable, expand, lab_file_path, labs_dir
+from .paths import UnknownVariable, data_root, expand, lab_file_path, labs_dir
 from .timeouts import TIMEOUTS, Timeouts
 from .yaml_file import load_yaml
 
@@ -63,6 +63,7 @@ LAB_OPTIONS = {
     "timeout_factor": (int, float),
     "timeouts": Mapping,
     "single_host_scenarios_on": list,
+    "single_host_scenarios_beside": Mapping,
     "default_build": str,
     "defaults": Mapping,
     "hosts": Mapping,
@@ -169,6 +170,9 @@ class Lab:
     # Where one-host scenarios run when no hosts are chosen: on identical hosts (the
     # virtual lab's clones) once is enough; two-host scenarios still use the others.
     single_host_scenarios_on: tuple[str, ...] = ()
+    # One-host scenarios under these paths (relative to the harness's root) run on
+    # these other hosts instead, at the same time (harness.sessions): host -> paths.
+    single_host_scenarios_beside: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # HOST:PORT of the labgrid coordinator the lab is shared through; None: local locks.
     coordinator: str | None = None
     # How often the local migration scenario moves a guest to its own host (osstest's
@@ -398,6 +402,8 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         if not isinstance(name, str) or name not in hosts:
             raise check.fail("xenhil.single_host_scenarios_on",
                              f"no host {name!r} (hosts: {', '.join(hosts)})")
+    beside = _check_beside(check, options.get("single_host_scenarios_beside") or {},
+                           hosts, single)
     if options.get("default_build") is not None:
         check.variables_set(options["default_build"], "xenhil.default_build")
     if options.get("vlab") is not None:
@@ -413,6 +419,7 @@ def load_lab(path: Path | str | None = None, *, check_files: bool = True) -> Lab
         timeout_overrides={key: float(value) for key, value in timeouts.items()},
         options=dict(options),
         single_host_scenarios_on=tuple(single),
+        single_host_scenarios_beside=beside,
         local_migrations=int(check.positive(
             check.get(options, "local_migrations", int, "xenhil", 10),
             "xenhil.local_migrations")),
@@ -681,6 +688,40 @@ def _npiv(check: _Checker, where: str, data: Mapping[str, Any]) -> NpivConfig:
         luns=tuple(luns),
         vport_pool=tuple(names),
     )
+
+
+def _check_beside(check: _Checker, section: object, hosts: Mapping[str, Any],
+                  single: list[str]) -> dict[str, tuple[str, ...]]:
+    """xenhil.single_host_scenarios_beside: host -> paths of scenarios (files,
+    directories or test ids relative to the harness's root) whose one-host tests run on
+    that host, beside the single_host_scenarios_on hosts."""
+    where = "xenhil.single_host_scenarios_beside"
+    beside: dict[str, tuple[str, ...]] = {}
+    mapping = check.mapping(section, where)
+    if mapping and not single:
+        raise check.fail(where, "needs single_host_scenarios_on: the hosts the other "
+                                "one-host scenarios run on")
+    for name, paths in mapping.items():
+        if name not in hosts:
+            raise check.fail(f"{where}.{name}", f"no such host (hosts: {', '.join(hosts)})")
+        if name in single:
+            raise check.fail(f"{where}.{name}", "the host is in single_host_scenarios_on "
+                                                "already: it runs every other one-host "
+                                                "scenario")
+        if not isinstance(paths, list) or not paths:
+            raise check.fail(f"{where}.{name}", "expected a list of scenario paths, e.g. "
+                                                "[testsuites/networking]")
+        for path in paths:
+            if not isinstance(path, str) or not path or path.startswith("/") \
+                    or ".." in path.split("/"):
+                raise check.fail(f"{where}.{name}", f"{path!r} is not a path relative to "
+                                                    "the harness's root, e.g. "
+                                                    "testsuites/networking")
+            if not (data_root() / path.split("::")[0]).exists():
+                raise check.fail(f"{where}.{name}", f"no scenarios at {path} (paths are "
+                                                    f"relative to {data_root()})")
+        beside[name] = tuple(path.rstrip("/") for path in paths)
+    return beside
 
 
 def _check_vlab(check: _Checker, section: Mapping[str, Any], hosts: Mapping[str, Any]) -> None:

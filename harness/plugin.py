@@ -18,7 +18,8 @@ Fixtures, each built on the one before:
   guests     a factory: `guests(on=host) -> Guest`, a guest created and up; every
              guest it made is destroyed after the test, even on failure, and anything
              else the test left on a host (domain, vif, xenstore path, ...) fails it
-Markers: area(name), bug(ref, ...), needs(capability).
+Markers: area(name), bug(ref, ...), needs(capability); where a test runs: two_hosts,
+before_build, leaves_host_off (MARKERS).
 Per test, attached to the allure report: the com1 slice of every host, the transcript
 of every command, the boot timeline. Product failures are `failed`, lab breakage is
 `broken` (allure's rule: AssertionError fails, anything else breaks). What a failed,
@@ -31,7 +32,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +71,9 @@ MARKERS = {
     "area(name)": "scenario area: boot, guests, networking, storage, migration, supportconfig",
     "bug(ref, ...)": "bug references reproduced or guarded by the test (bsc#, boo#, ...)",
     "needs(capability)": "hardware the test needs (e.g. fc_hba); skipped where missing",
+    "two_hosts": "uses a second host of the lab beside xen_host (not through xen_host_pair): "
+                 "runs with the two-host scenarios when one-host ones run side by side "
+                 "(harness.sessions)",
     "before_build": "looks at a host before the build under test is installed on it: "
                     "runs first in the session",
     "leaves_host_off": "powers a host off and leaves it so: runs last in the session, so "
@@ -93,6 +97,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="use a host that already runs the build as it is, without "
                          "installing or power cycling (to iterate on scenarios; a run "
                          "for the record boots every host fresh)")
+    group.addoption("--booted-earlier", default="", metavar="HOSTS",
+                    help="comma-separated hosts an earlier session of this run booted "
+                         "into the build (harness.sessions): reused as they run if they "
+                         "still run it, else booted")
 
 
 class HostHooks:
@@ -253,17 +261,22 @@ class BootedHosts:
 
     def __init__(self, run: XenhilRun, build: XenBuild, reuse: bool = False,
                  on_booted: Callable[[Host], object] = lambda host: None,
-                 wanted: Sequence[str] = ()) -> None:
+                 wanted: Sequence[str] = (), booted_earlier: Collection[str] = ()) -> None:
         self.run = run
         self.build = build
         self.reuse = reuse
         self.on_booted = on_booted
         self.wanted = wanted
+        self.booted_earlier = booted_earlier
+
+    def _may_reuse(self, name: str) -> bool:
+        return self.reuse or name in self.booted_earlier
 
     def get(self, name: str) -> Host:
         host = self.run.hosts[name]
         host.check_not_broken()  # its remaining tests end at once, BROKEN
-        if host.booted is None and self.reuse and host.adopt_running_build(self.build):
+        if host.booted is None and self._may_reuse(name) \
+                and host.adopt_running_build(self.build):
             self.on_booted(host)
             return host
         if self._needs_boot(host):
@@ -278,10 +291,11 @@ class BootedHosts:
 
     def _boot(self, host: Host) -> None:
         """Boot `host` and the wanted hosts not booted yet. A host reused as it runs
-        (--reuse-booted) is adopted by its own first test instead."""
+        (--reuse-booted, --booted-earlier) is adopted by its own first test instead."""
         others = [] if self.reuse else [
             other for other in (self.run.hosts[name] for name in self.wanted
-                                if name != host.name and name in self.run.hosts)
+                                if name != host.name and name in self.run.hosts
+                                and name not in self.booted_earlier)
             if self._needs_boot(other) and other.health.broken is None]
         hosts = [host, *others]
         with allure.step(f"install {self.build.label} on {', '.join(h.name for h in hosts)} "
@@ -338,10 +352,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def booted_hosts(request: pytest.FixtureRequest, xenhil: XenhilRun,
                  build: XenBuild) -> BootedHosts:
     wanted: tuple[str, ...] = request.config.stash.get(WANTED_HOSTS, ())
+    earlier = request.config.getoption("--booted-earlier")
     return BootedHosts(xenhil, build, reuse=request.config.getoption("--reuse-booted"),
                        on_booted=lambda host: request.config.hook.pytest_xenhil_host_booted(
                            host=host),
-                       wanted=wanted)
+                       wanted=wanted, booted_earlier=frozenset(filter(None, earlier.split(","))))
 
 
 @pytest.fixture

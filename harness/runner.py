@@ -12,22 +12,19 @@ runs once more at the end, on the same hosts: one that passes then is FLAKY.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import shutil
-import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 import pytest
 
 from .build import XenBuild, load_build
-from .errors import ConfigError, InfrastructureError, SignalInterrupt
+from .errors import ConfigError, InfrastructureError
 from .exported_console import unserved_consoles
 from .ipmi import BMCError
 from .lab import Lab, load_lab
@@ -44,6 +41,7 @@ from .results.known import KnownIssue
 from .results.recorder import harness_revision, runner_identity
 from .results.records import RUN_KINDS, RunRecord
 from .results.render import render_text
+from .sessions import PYTEST_TROUBLE, Waves, collect, interrupting_signals, plan, run_waves
 from .targets import lab_environment, power_of
 
 log = logging.getLogger(__name__)
@@ -85,9 +83,6 @@ PROFILES = {
 
 # The profile a run of named tests (run(tests=...)) is recorded with.
 TESTS_PROFILE = "tests"
-
-# pytest's own exit codes that mean the harness or its input failed, not a test.
-_PYTEST_TROUBLE = (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
 
 
 @dataclass(frozen=True)
@@ -134,31 +129,6 @@ def _start_vlab(lab: Lab, run_id: str, keep_up: bool) -> bool:
     control.write_owner(lab, run_id, keep_up)  # before up: a run killed during it is found too
     control.up(lab, image.disk)
     return not running
-
-
-@contextlib.contextmanager
-def interrupting_signals() -> Iterator[list[int]]:
-    """Ctrl-C and SIGTERM end the run: the current test is reported interrupted, its
-    fixtures clean up (guests destroyed), and the reports are written. A second
-    signal during that cleanup is ignored, so the cleanup finishes. Yields the
-    signals received (pytest itself would turn Ctrl-C into an exit code that does not
-    say so)."""
-    received: list[int] = []
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            raise SignalInterrupt(signum)
-        log.warning("%s again: still cleaning up, the run ends when that is done",
-                    signal.Signals(signum).name)
-
-    previous = {signum: signal.signal(signum, interrupt)
-                for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def preflight(lab: Lab, hosts: list[str] | None) -> None:
@@ -261,21 +231,29 @@ def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
             except InfrastructureError:  # recorded: a nightly that could not run shows
                 db.end_run(run_id, datetime.now(UTC), "broken")
                 raise
-            args = _pytest_args(lab_path, lab, hosts, run_id, build, url)
+            args = [*_pytest_args(lab_path, lab, hosts, run_id, build, url),
+                    *extra_pytest_args]
+            waves = _waves(lab_path, lab, build, paths, extra_pytest_args) \
+                if hosts is None and profile != TESTS_PROFILE else None
             log.info("run %s: profile %s on %s; reports in %s; results in %s", run_id,
                      profile, ", ".join(spec.name for spec in lab.select(hosts)), reports,
                      db.describe())
-            pytest_code = _pytest(reports, [*paths, *args,
-                                            *extra_pytest_args], first=True)
+            _fresh_reports(reports)
+            if waves is None:
+                pytest_code = _pytest([*paths, *args, "--junitxml", str(reports / "junit.xml")])
+            else:
+                pytest_code = run_waves(waves, lab, reports, args, _pytest, signals,
+                                        lambda: _hosts_recorded(db, run_id))
             verdict = analysis.analyse(db, run_id, baseline_id=recording.baseline,
                                        known=known)
             retest = regressions_to_retest(verdict.comparison)
             if recording.retest_regressions and retest and not signals:
                 log.info("retesting %d regressed test(s) once: %s", len(retest),
                          ", ".join(retest))
-                # The hosts still run the build: no second install and boot.
-                _pytest(reports, [*_test_paths(retest), *args,
-                                  "--attempt", "2", "--reuse-booted"], first=False)
+                # The hosts still run the build: no second install and boot. A test of
+                # a host beside (waves) exists only where that host is selected.
+                _pytest([*_test_paths(retest), *args, "--attempt", "2", "--reuse-booted",
+                         *(["--hosts", ",".join(lab.hosts)] if waves else [])])
                 verdict = analysis.analyse(db, run_id, baseline_id=recording.baseline,
                                            known=known)
         finally:
@@ -304,7 +282,7 @@ def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
             write_junit(reports, results)
     if signals:
         code = 128 + signals[0]
-    elif pytest_code in _PYTEST_TROUBLE:
+    elif pytest_code in PYTEST_TROUBLE:
         code = 2
     else:
         code = exit_code(comparison.verdict)
@@ -350,27 +328,45 @@ def _pytest_args(lab_path: Path, lab: Lab, hosts: list[str] | None, run_id: str,
                  build: str | None, database: str) -> list[str]:
     reports = lab.reports_dir / run_id
     return [
-        # labgrid's own pytest plugin is not used: our plugin builds the targets.
-        "--rootdir", str(data_root()), "-p", "no:cacheprovider", "-p", "no:labgrid",
-        "--lab", str(lab_path), "--run-id", run_id,
+        *_session_args(lab_path, build), "--run-id", run_id,
         # only hosts the user chose: without, the lab's single_host_scenarios_on holds
         *(["--hosts", ",".join(spec.name for spec in lab.select(hosts))] if hosts else []),
         "--alluredir", str(reports / "allure-results"),
         "--results-db", database, "--record-run",
         "-o", "log_cli=true", "--log-cli-level=INFO", "-v",
-        *(["--build", build] if build else []),
     ]
 
 
-def _pytest(reports: Path, args: list[str], *, first: bool) -> int:
-    """pytest on `args`. The run's first session starts its reports afresh (a rerun with
-    the same run id must not mix in an earlier run's results: the com1 logs are appended
-    to, so a retest continues them); a retest adds to them and keeps the first session's
-    junit.xml."""
+def _session_args(lab_path: Path, build: str | None) -> list[str]:
+    # labgrid's own pytest plugin is not used: our plugin builds the targets.
+    return ["--rootdir", str(data_root()), "-p", "no:cacheprovider", "-p", "no:labgrid",
+            "--lab", str(lab_path), *(["--build", build] if build else [])]
+
+
+def _fresh_reports(reports: Path) -> None:
+    """A run starts its reports afresh: a rerun with the same run id must not mix in an
+    earlier run's results. The com1 logs are appended to, so that a later session of
+    the run (waves, a retest) continues them."""
     reports.mkdir(parents=True, exist_ok=True)
-    if first:
-        (reports / "junit.xml").unlink(missing_ok=True)
-        for earlier in ("com1", "support"):
-            shutil.rmtree(reports / earlier, ignore_errors=True)
-        args = [*args, "--clean-alluredir", "--junitxml", str(reports / "junit.xml")]
+    (reports / "junit.xml").unlink(missing_ok=True)
+    for earlier in ("allure-results", "com1", "sessions", "support"):
+        shutil.rmtree(reports / earlier, ignore_errors=True)
+
+
+def _pytest(args: list[str]) -> int:
     return int(pytest.main(args))
+
+
+def _waves(lab_path: Path, lab: Lab, build: str | None, paths: list[str],
+           extra_pytest_args: list[str]) -> Waves | None:
+    """The run's sessions when the lab runs one-host scenarios side by side."""
+    if not lab.single_host_scenarios_beside:
+        return None
+    tests = collect([*paths, *_session_args(lab_path, build), *extra_pytest_args])
+    return plan(lab, tests) if tests is not None else None
+
+
+def _hosts_recorded(db: ResultsDB, run_id: str) -> list[str]:
+    """The hosts booted into the build so far in the run (each recorded then)."""
+    run = db.get_run(run_id)
+    return [host.name for host in run.hosts] if run is not None else []

@@ -45,6 +45,9 @@ TIMEOUTS: dict[str, tuple[float, str]] = {
     "xl_restore": (200, "`xl restore` of a guest to return (osstest: 200 s)"),
     "xl_migrate": (400, "`xl migrate` of a guest to return (osstest: 400 s)"),
     "guest_counter": (10, "a running guest's seconds counter to count on"),
+    "host_session": (1800, "a host's session of one-host scenarios, beside the first "
+                     "host's, to end once that one has (harness.sessions)"),
+    "session_stop": (120, "a host's session to clean up and end after SIGTERM"),
     "results_db": (30, "the results database: a connection, another writer's lock, "
                    "one statement"),
 }

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..lab import load_lab
 from ..plugin import default_run_id
-from ..runner import interrupting_signals
+from ..sessions import interrupting_signals
 from .bisect import Bisector, Confirm
 from .lab_steps import LabStepRunner
 from .page import write_page

@@ -161,6 +161,31 @@ def test_single_host_scenarios_name_lab_hosts(tmp_path: Path) -> None:
         load_lab(write_lab(tmp_path, data), check_files=False)
 
 
+def test_one_host_scenarios_beside_are_checked(tmp_path: Path) -> None:
+    lab = load_lab(DEFAULT_LAB, check_files=False)
+    assert lab.single_host_scenarios_beside == {"vlab2": ("testsuites/networking",)}
+    for beside, problem in [
+            ({"vlab3": ["testsuites/guests"]},
+             r"single_host_scenarios_beside.vlab3: no such host \(hosts: vlab1, vlab2\)"),
+            ({"vlab1": ["testsuites/guests"]},
+             r"single_host_scenarios_beside.vlab1: the host is in single_host_scenarios_on"),
+            ({"vlab2": "testsuites/guests"},
+             r"single_host_scenarios_beside.vlab2: expected a list of scenario paths"),
+            ({"vlab2": ["/etc/passwd"]},
+             r"single_host_scenarios_beside.vlab2: '/etc/passwd' is not a path relative"),
+            ({"vlab2": ["testsuites/gusets"]},
+             r"single_host_scenarios_beside.vlab2: no scenarios at testsuites/gusets")]:
+        data = vlab_data()
+        data["xenhil"]["single_host_scenarios_beside"] = beside
+        with pytest.raises(ConfigError, match=problem):
+            load_lab(write_lab(tmp_path, data), check_files=False)
+    data = vlab_data()
+    del data["xenhil"]["single_host_scenarios_on"]
+    with pytest.raises(ConfigError, match=r"single_host_scenarios_beside: needs "
+                                          r"single_host_scenarios_on"):
+        load_lab(write_lab(tmp_path, data), check_files=False)
+
+
 def test_bad_family(tmp_path: Path) -> None:
     data = vlab_data()
     data["xenhil"]["hosts"]["vlab2"]["family"] = "gentoo"

@@ -1,5 +1,4 @@
-"""The runner's pytest sessions: a run starts its reports directory afresh, a retest
-adds to it."""
+"""A run starts its reports directory afresh."""
 
 from __future__ import annotations
 
@@ -21,22 +20,11 @@ def earlier_run(tmp_path: Path) -> Path:
     return reports
 
 
-def test_first_session_starts_afresh(earlier_run: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
-    monkeypatch.setattr(pytest, "main", lambda args: seen.append(args) or 0)
-    assert runner._pytest(earlier_run, ["testsuites"], first=True) == 0
+def test_a_run_starts_its_reports_afresh(earlier_run: Path) -> None:
+    (earlier_run / "allure-results").mkdir()
+    (earlier_run / "allure-results" / "x-result.json").write_text("{}")
+    (earlier_run / "sessions").mkdir()
+    (earlier_run / "sessions" / "vlab2.log").write_text("the earlier run's\n")
+    runner._fresh_reports(earlier_run)
     # com1 logs are appended to: the earlier run's must not start this run's.
-    assert not (earlier_run / "com1").exists() and not (earlier_run / "support").exists()
-    assert not (earlier_run / "junit.xml").exists()
-    assert "--clean-alluredir" in seen[0] and "--junitxml" in seen[0]
-
-
-def test_retest_session_adds_to_the_run(earlier_run: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
-    monkeypatch.setattr(pytest, "main", lambda args: seen.append(args) or 1)
-    assert runner._pytest(earlier_run, ["testsuites"], first=False) == 1
-    assert (earlier_run / "com1" / "vlab1.raw").read_text() == "the earlier run's\n"
-    assert (earlier_run / "junit.xml").exists()
-    assert "--clean-alluredir" not in seen[0] and "--junitxml" not in seen[0]
+    assert sorted(path.name for path in earlier_run.iterdir()) == []

@@ -110,6 +110,7 @@ def npiv_pair(xen_host: Host, xenhil: XenhilRun, booted_hosts: BootedHosts) -> I
 
 
 @pytest.mark.needs("fc_hba")
+@pytest.mark.two_hosts
 def test_npiv_guest_migrates_with_its_vport(npiv_pair: tuple[NpivHost, NpivHost],
                                             guests: GuestFactory) -> None:
     source, destination = npiv_pair
