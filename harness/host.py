@@ -297,9 +297,10 @@ class Host:
                         error)
             return False
 
-    def adopt_running_build(self, build: XenBuild) -> BootedXen | None:
+    def adopt_running_build(self, build: XenBuild, why: str | None = None) -> BootedXen | None:
         """Take the host as it is if it already runs `build` (installed exactly, its Xen
-        version running); None otherwise. No power cycle: for iterating on scenarios."""
+        version running); None otherwise. No power cycle: for iterating on scenarios, or
+        a host an earlier session of the run booted (`why` goes into its timeline)."""
         try:
             self.remote.wait_ready(timeout=5, interval=1)
         except SSHUnavailable:
@@ -314,7 +315,7 @@ class Host:
             log.warning("%s: stopped what an earlier run left: %s", self.name,
                         ", ".join(line for line in left if line))
         timeline = BootTimeline(self.name)
-        timeline.seen["reused"] = "already running the build; not power cycled this session"
+        timeline.seen["reused"] = why or "already running the build; not power cycled this session"
         self.booted = BootedXen(build, info["xen_version"], info, timeline)
         self.liveness.arm()
         log.info("%s: already runs Xen %s of %s: reused without a power cycle", self.name,

@@ -97,6 +97,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="use a host that already runs the build as it is, without "
                          "installing or power cycling (to iterate on scenarios; a run "
                          "for the record boots every host fresh)")
+    group.addoption("--guest-slot", default="0/1", metavar="K/N",
+                    help="this session's share of the run's guest addresses: every Nth "
+                         "from the Kth (harness.sessions gives each session its own)")
     group.addoption("--booted-earlier", default="", metavar="HOSTS",
                     help="comma-separated hosts an earlier session of this run booted "
                          "into the build (harness.sessions): reused as they run if they "
@@ -272,11 +275,17 @@ class BootedHosts:
     def _may_reuse(self, name: str) -> bool:
         return self.reuse or name in self.booted_earlier
 
+    def _reuse_reason(self, name: str) -> str | None:
+        if name in self.booted_earlier:
+            return ("booted into the build earlier in this run, by the session of its "
+                    "one-host scenarios; not power cycled again")
+        return None
+
     def get(self, name: str) -> Host:
         host = self.run.hosts[name]
         host.check_not_broken()  # its remaining tests end at once, BROKEN
         if host.booted is None and self._may_reuse(name) \
-                and host.adopt_running_build(self.build):
+                and host.adopt_running_build(self.build, self._reuse_reason(name)):
             self.on_booted(host)
             return host
         if self._needs_boot(host):
@@ -415,9 +424,14 @@ def guest_image(xenhil: XenhilRun) -> GuestImage:
 
 
 @pytest.fixture(scope="session")
-def guest_addresses() -> GuestAddresses:
-    """MACs and addresses for the run's guests: unique within the run."""
-    return GuestAddresses()
+def guest_addresses(request: pytest.FixtureRequest) -> GuestAddresses:
+    """MACs and addresses for the run's guests: unique within the run, also across the
+    run's sessions (--guest-slot)."""
+    slot, _, slots = request.config.getoption("--guest-slot").partition("/")
+    try:
+        return GuestAddresses(slot=int(slot), slots=int(slots))
+    except ValueError as error:
+        raise pytest.UsageError(f"--guest-slot K/N with 0 <= K < N: {error}") from None
 
 
 @pytest.fixture

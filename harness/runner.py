@@ -67,14 +67,17 @@ PROFILES = {
                          "where the build can, an HVM guest)"),
     "areas": Profile(("testsuites/boot/test_boot.py::test_expected_xen_version_booted",
                       "testsuites/guests/test_lifecycle.py::test_pv_guest_comes_up",
+                      "testsuites/networking/test_bridged.py::test_bridged_guest_talks_to_dom0",
                       "testsuites/networking/test_bridged.py::"
                       "test_bridged_guests_on_two_hosts_talk",
                       "testsuites/migration/test_live_migration.py::"
                       "test_live_migration_round_trip",
                       "testsuites/storage"),
                      "one scenario of each area on both hosts: Xen boots, a PV guest "
-                     "comes up, guests across hosts, live migration, NPIV (FC hosts); "
-                     "make test's end-to-end run, whose self-tests take support bundles"),
+                     "comes up, a bridged guest talks to dom0 (on the virtual lab on "
+                     "vlab2, beside vlab1's), guests across hosts, live migration, NPIV "
+                     "(FC hosts); make test's end-to-end run, whose self-tests take "
+                     "support bundles"),
     "smoke": Profile(("testsuites/boot/test_boot.py::test_expected_xen_version_booted",
                       "testsuites/networking/test_bridged.py::test_bridged_guest_talks_to_dom0"),
                      "a quick look at a build: the expected Xen boots, a bridged guest "

@@ -213,13 +213,18 @@ def run_waves(waves: Waves, lab: Lab, reports: Path, args: Sequence[str],
     `pytest_here` runs a session in this process. Returns pytest's exit code for the
     run: a session's trouble (a harness or usage error, a session that died) first."""
     codes = []
+    # Guest addresses: slot 0 here, one per session beside, the last for the second wave.
+    slots = len(waves.beside) + 2
     started = [SessionBeside.start(
-        session.hosts[0], [*_paths(session.tests), *args, "--hosts", session.hosts[0]],
-        reports / "sessions" / f"{session.hosts[0]}.log") for session in waves.beside]
+        session.hosts[0], [*_paths(session.tests), *args, "--hosts", session.hosts[0],
+                           "--guest-slot", f"{slot}/{slots}"],
+        reports / "sessions" / f"{session.hosts[0]}.log")
+        for slot, session in enumerate(waves.beside, start=1)]
     try:
         if waves.here.tests:
             codes.append(pytest_here([*_paths(waves.here.tests), *args,
-                                      "--hosts", ",".join(waves.here.hosts)]))
+                                      "--hosts", ",".join(waves.here.hosts),
+                                      "--guest-slot", f"0/{slots}"]))
         for session in started:
             if signals:
                 break
@@ -236,6 +241,7 @@ def run_waves(waves: Waves, lab: Lab, reports: Path, args: Sequence[str],
             codes.append(_session_code(session.host, code))
     if waves.two_host and not signals:
         codes.append(pytest_here([*_paths(waves.two_host), *args,
+                                  "--guest-slot", f"{slots - 1}/{slots}",
                                   "--booted-earlier", ",".join(booted_in_run())]))
     return next((code for code in codes if code in PYTEST_TROUBLE),
                 codes[0] if codes else int(pytest.ExitCode.NO_TESTS_COLLECTED))

@@ -154,14 +154,20 @@ def bridge_network(ip_addr_output: str) -> ipaddress.IPv4Network | None:
 
 class GuestAddresses:
     """Hands out MACs and addresses for the guests of one run: unique within the run,
-    and, through a random MAC base, between runs."""
+    and, through a random MAC base, between runs. A run of several pytest sessions
+    (harness.sessions) gives each a `slot` of `slots`: its guests take every
+    `slots`th index from `slot`, so that guests of sessions side by side never share
+    an address on the bridge the hosts share, and a later session reuses none."""
 
-    def __init__(self, base: int | None = None) -> None:
+    def __init__(self, base: int | None = None, slot: int = 0, slots: int = 1) -> None:
+        if not 0 <= slot < slots:
+            raise ValueError(f"guest address slot {slot} is not one of 0..{slots - 1}")
         self.base = secrets.randbits(24) if base is None else base
+        self.slot, self.slots = slot, slots
         self.count = 0
 
     def next(self, network: ipaddress.IPv4Network) -> tuple[str, str]:
-        index = self.count
+        index = self.slot + self.count * self.slots
         self.count += 1
         return guest_mac(self.base, index), str(guest_address(network, index))
 

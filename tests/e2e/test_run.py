@@ -99,8 +99,14 @@ def test_run_of_every_area(vlab_stopped: Lab) -> None:
     areas = {label["value"] for result in results.values() if result["status"] == "passed"
              for label in result["labels"] if label["name"] == "area"}
     assert {"boot", "guests", "networking", "migration"} <= areas, areas
-    # The clones: one-host scenarios on vlab1, the two-host ones on both.
+    # The clones: one-host scenarios on vlab1, the networking one on vlab2 beside it in
+    # a session of its own, then the two-host ones on both.
     assert "test_expected_xen_version_booted[vlab1]" in status
+    assert status["test_bridged_guest_talks_to_dom0[vlab2]"] == "passed"
+    beside = (reports / "sessions" / "vlab2.log").read_text()
+    assert "test_bridged_guest_talks_to_dom0[vlab2] PASSED" in beside, beside[-3000:]
+    assert "vlab2 (beside): testsuites/networking/test_bridged.py::" \
+           "test_bridged_guest_talks_to_dom0[vlab2] PASSED" in " ".join(done.stdout.split())
     assert status["test_bridged_guests_on_two_hosts_talk[vlab1-vlab2]"] == "passed"
     # A PVH guest live-migrated there and back, with its figures.
     migration = results["test_live_migration_round_trip[vlab1-vlab2-pvh]"]
@@ -113,13 +119,20 @@ def test_run_of_every_area(vlab_stopped: Lab) -> None:
     assert labels["xen_version"] == "4.17.7" and labels["lab_host"] == "vlab1"
     # The first test carries the boot (com1 from power-on); every test the timeline of
     # the boot it ran on, which names the kept disk when the build was not installed.
+    # The two-host tests' session reused the hosts the first sessions booted.
     assert "Xen version 4.17.7" in attachment(
         reports, results["test_expected_xen_version_booted[vlab1]"], "vlab1 com1")
-    timelines = {attachment(reports, result, "vlab1 boot timeline")
-                 for result in results.values()}
-    assert len(timelines) == 1, timelines
-    timeline = timelines.pop()
+    timelines = {name: attachment(reports, result, "vlab1 boot timeline")
+                 for name, result in results.items() if "[vlab2]" not in name}
+    booted = {timeline for timeline in timelines.values() if "reused" not in timeline}
+    assert len(booted) == 1, booted
+    timeline = booted.pop()
     assert "ssh" in timeline and ("disk: kept disk" in timeline) == kept_before, timeline
+    assert timelines["test_expected_xen_version_booted[vlab1]"] == timeline
+    for name in ("test_bridged_guests_on_two_hosts_talk[vlab1-vlab2]",
+                 "test_live_migration_round_trip[vlab1-vlab2-pvh]"):
+        assert "not power cycled" in timelines[name], timelines[name]
+        assert "not power cycled" in attachment(reports, results[name], "vlab2 boot timeline")
     # Without a kept disk, one test's transcript holds the install; with one, none does.
     installs = [name for name, result in results.items()
                 if "apt-get install" in _attachments_text(reports, result, "vlab1 commands")]

@@ -144,6 +144,16 @@ def test_a_run_hands_out_distinct_macs_and_addresses() -> None:
     assert second == ("00:16:3e:00:00:08", "198.51.100.102/24")
 
 
+def test_sessions_side_by_side_share_no_guest_address() -> None:
+    sessions = [GuestAddresses(base=7, slot=slot, slots=3) for slot in range(3)]
+    handed = [session.next(NETWORK) for _ in range(50) for session in sessions]
+    assert len({address for _, address in handed}) == 150  # the whole pool, once each
+    assert len({mac for mac, _ in handed}) == 150
+    assert sessions[1].next(NETWORK)[1] == "198.51.100.102/24"  # wrapped: its own again
+    with pytest.raises(ValueError, match=r"slot 3 is not one of 0\.\.2"):
+        GuestAddresses(slot=3, slots=3)
+
+
 def test_guest_network_from_the_bridge_address() -> None:
     output = (DATA / "ip-addr-xenbr0-dev1.txt").read_text()
     assert bridge_network(output) == NETWORK

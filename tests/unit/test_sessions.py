@@ -140,9 +140,10 @@ def test_waves_run_in_order_and_the_second_reuses_the_hosts(tmp_path: Path) -> N
                      ["--rootdir", str(tmp_path), *PYTEST], pytest_here, [],
                      lambda: ["vlab1", "vlab2"])
     assert code == 0
-    assert here[0][0] == str(data_root() / "here") and here[0][-2:] == ["--hosts", "vlab1"]
+    assert here[0][0] == str(data_root() / "here")
+    assert here[0][-4:] == ["--hosts", "vlab1", "--guest-slot", "0/3"]
     assert here[1][0] == str(data_root() / "two")
-    assert here[1][-2:] == ["--booted-earlier", "vlab1,vlab2"]
+    assert here[1][-4:] == ["--guest-slot", "2/3", "--booted-earlier", "vlab1,vlab2"]
     assert "1 passed" in (tmp_path / "sessions" / "vlab2.log").read_text()
 
 
