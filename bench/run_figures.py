@@ -2,15 +2,15 @@
 
 Runs the default profile (what `make run` does) unless --run-id names a finished run,
 then prints, from the results database and the run's reports:
-  - wall time, the time in tests and around them, and per area: tests, passed,
-    skipped, time in tests;
+  - wall time, the tests' time added up, and per area: tests, passed, skipped, time in
+    tests;
   - migration time and downtime per guest type (every move of every migration test);
   - com1 bytes captured vs QEMU's own chardev log, per host (goal: exactly 1.000,
     byte-identical);
   - where the time went (harness.run_profile): per test, seconds of boot, install,
     guest create, migration pairing, leak check, failure diagnosis, other fixtures and
-    test body; the tests that took longest; totals per phase, and the run's time
-    outside its tests.
+    test body; the tests that took longest; totals per phase, the run's time outside
+    its tests, and how much faster tests of several hosts side by side went.
 Exits non-zero if the run did not pass or a com1 log differs from QEMU's.
 
     .venv/bin/python bench/run_figures.py [--run-id ID]   (make bench runs it first)
@@ -45,9 +45,9 @@ def per_area(run: RunRecord) -> None:
         areas[result.area or "(none)"].append(result)
     wall = (run.ended - run.started).total_seconds() if run.ended and run.started else 0.0
     in_tests = sum(result.duration_s for result in run.results)
-    print(f"run {run.id}: {run.verdict}, wall time {wall / 60:.1f} min: {in_tests / 60:.1f} "
-          f"min in tests, {(wall - in_tests) / 60:.1f} min around them (lab start, installs "
-          "and boots, host pairing, leak checks, reports)")
+    print(f"run {run.id}: {run.verdict}, wall time {wall / 60:.1f} min; its tests took "
+          f"{in_tests / 60:.1f} min added up (tests of hosts side by side overlap: see "
+          "the time profile below)")
     print(f"  {'area':<14} {'tests':>5} {'passed':>6} {'skipped':>7} {'time':>8}")
     for area, results in sorted(areas.items(), key=lambda item: -sum(
             result.duration_s for result in item[1])):
@@ -133,6 +133,12 @@ def profile_table(profile: RunProfile, top: int = 10) -> list[str]:
             *((f"outside tests: {what}", seconds) for what, seconds in profile.outside.items())]
     lines += [f"  {what:<42} {seconds:7.1f} s {100 * seconds / wall:5.1f} %"
               for what, seconds in rows]
+    summed, in_tests = profile.summed, profile.in_tests
+    if summed > in_tests + 1:
+        lines += [f"side by side: {summed:.0f} s of tests (the phases above, added up) "
+                  f"ran in {in_tests:.0f} s,",
+                  f"  {summed / in_tests:.2f} times as fast as one after the other: "
+                  f"{summed - in_tests:.0f} s on one host while another ran its own tests"]
     return lines
 
 

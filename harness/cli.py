@@ -593,7 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validates lab and build, checks every BMC answers, runs the profile's "
                     "scenarios with pytest and writes reports/<run-id>/: index.html, "
                     "junit.xml, allure-results/ and com1/<host>.log. On the virtual lab it "
-                    "builds and starts the lab first, and stops it afterwards.")
+                    "builds and starts the lab first, and stops it afterwards. A lab file "
+                    "with single_host_scenarios_beside runs the one-host scenarios of "
+                    "several hosts side by side, a pytest session per host (output of the "
+                    "others in sessions/<host>.log), then the two-host ones.")
     run.add_argument("--profile", help="scenario profile (default: default; see "
                      "--list-profiles)")
     run.add_argument("--test", action="append", metavar="TEST",

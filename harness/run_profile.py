@@ -71,6 +71,12 @@ class RunProfile:
         """Seconds in at least one test (a moment read from a transcript may overlap)."""
         return covered((test.start, test.end) for test in self.tests)
 
+    @property
+    def summed(self) -> float:
+        """The tests' seconds added up: more than in_tests where sessions of several
+        hosts ran tests side by side (harness.sessions)."""
+        return sum(test.total for test in self.tests)
+
     def totals(self) -> dict[str, float]:
         return {phase: sum(test.phases.get(phase, 0.0) for test in self.tests)
                 for phase in PHASES}

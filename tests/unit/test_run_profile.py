@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bench.run_figures import profile_table
+from harness import run_profile
 from harness.run_profile import (
     RunProfile,
     covered,
@@ -188,6 +189,25 @@ def test_the_table_fits_in_100_columns(profile: RunProfile) -> None:
     longest = lines.index("the 2 longest tests:")
     assert [line.split()[0] for line in lines[longest + 2:longest + 4]] == [
         "test_boot[vlab1]", "test_old_run[vlab1]"]
+
+
+def test_tests_of_hosts_side_by_side_are_counted_apart() -> None:
+    one_after_another = RunProfile([run_profile.TestProfile("a[vlab1]", "passed", 0, 100),
+                                    run_profile.TestProfile("b[vlab1]", "passed", 100, 160)], {})
+    assert one_after_another.summed == one_after_another.in_tests == 160
+    assert not [line for line in profile_table(one_after_another) if "side by side" in line]
+    # vlab2's session ran b while vlab1 ran a, then both ran c
+    beside = RunProfile([run_profile.TestProfile("a[vlab1]", "passed", 0, 100),
+                         run_profile.TestProfile("b[vlab2]", "passed", 10, 90),
+                         run_profile.TestProfile("c[vlab1-vlab2]", "passed", 105, 125)], {})
+    assert (beside.summed, beside.in_tests) == (200, 120)
+    lines = profile_table(beside)
+    start = next(index for index, line in enumerate(lines) if line.startswith("side by side"))
+    assert lines[start:start + 2] == [
+        "side by side: 200 s of tests (the phases above, added up) ran in 120 s,",
+        "  1.67 times as fast as one after the other: 80 s on one host while another ran "
+        "its own tests"]
+    assert all(len(line) <= 100 for line in lines)
 
 
 def test_the_harness_boot_steps_are_told_apart() -> None:
