@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from .build import XenBuild, load_build
-from .errors import ConfigError, InfrastructureError
+from .errors import ConfigError, InfrastructureError, SignalInterrupt
 from .exported_console import unserved_consoles
 from .ipmi import BMCError
 from .lab import Lab, load_lab
@@ -238,6 +238,8 @@ def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
                     *extra_pytest_args]
             waves = _waves(lab_path, lab, build, paths, extra_pytest_args) \
                 if hosts is None and profile != TESTS_PROFILE else None
+            if signals:  # during that collection, which pytest ends quietly
+                raise SignalInterrupt(signals[0])
             log.info("run %s: profile %s on %s; reports in %s; results in %s", run_id,
                      profile, ", ".join(spec.name for spec in lab.select(hosts)), reports,
                      db.describe())

@@ -233,6 +233,7 @@ def lab_file(tmp_path: Path) -> Path:
     data["xenhil"]["reports"] = str(tmp_path / "reports")
     data["xenhil"].pop("vlab", None)
     data["xenhil"].pop("single_host_scenarios_on", None)
+    data["xenhil"].pop("single_host_scenarios_beside", None)
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -32,6 +32,7 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     data = yaml.safe_load(DEFAULT_LAB.read_text().replace("127.0.1.1", "127.0.1.201"))
     for section in (data["targets"], data["xenhil"]["hosts"], data["xenhil"]["vlab"]["hosts"]):
         del section["vlab2"]
+    del data["xenhil"]["single_host_scenarios_beside"]
     data["xenhil"]["vlab"]["hosts"]["vlab1"]["index"] = 201
     data["xenhil"]["vlab"]["memory_mb"] = 64
     path = tmp_path / "lab.yaml"
