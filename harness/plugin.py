@@ -536,8 +536,10 @@ class Evidence:
             if self.transcripts[name].entries:
                 allure.attach(self.transcripts[name].render(), name=f"{name} commands",
                               attachment_type=allure.attachment_type.TEXT)
-            if host.booted is not None and host.strategy.timeline is not None:
-                allure.attach(host.strategy.timeline.render(), name=f"{name} boot timeline",
+            # The last boot; a host reused as it ran was not booted by this session.
+            timeline = host.booted and (host.strategy.timeline or host.booted.timeline)
+            if timeline:
+                allure.attach(timeline.render(), name=f"{name} boot timeline",
                               attachment_type=allure.attachment_type.TEXT)
 
 
