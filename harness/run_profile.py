@@ -238,7 +238,7 @@ def _outside(tests: list[TestProfile], session_end: list[Interval],
              reports_written: datetime | None) -> dict[str, float]:
     if not tests:
         return {}
-    first, last = tests[0].start, max(test.end for test in tests)
+    first, last = min(test.start for test in tests), max(test.end for test in tests)
     session_stop = max([last, *(stop for _, stop in session_end)])
     in_tests = covered((test.start, test.end) for test in tests)
     outside = {}
