@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +21,12 @@ def data_root() -> Path:
     if (PROJECT_ROOT / "pyproject.toml").is_file():
         return PROJECT_ROOT
     return Path(__file__).resolve().parent / "data"
+
+
+def scenario_paths(tests: Sequence[str]) -> list[str]:
+    """Test ids or paths relative to the harness's root (testsuites/boot/test_boot.py),
+    as pytest takes them."""
+    return [str(data_root() / test) for test in tests]
 
 
 def labs_dir() -> Path:

@@ -31,7 +31,7 @@ from .lab import Lab, load_lab
 from .locking import hold_hosts
 from .locking.base import DEFAULT_WAIT_MINUTES
 from .pages import write_pages
-from .paths import cache_dir, data_root, expand
+from .paths import cache_dir, data_root, expand, scenario_paths
 from .plugin import default_run_id
 from .report import counts, read_results, write_junit
 from .results import analysis
@@ -206,7 +206,7 @@ def run(
             return _run_recorded(
                 lab_path, unchecked, db, url, known, profile=profile, build=build,
                 hosts=hosts, run_id=run_id, keep_up=keep_up,
-                paths=_test_paths(tests) if tests else _profile_paths(profile),
+                paths=scenario_paths(tests) if tests else _profile_paths(profile),
                 extra_pytest_args=extra_pytest_args or [], recording=recording)
     finally:
         db.close()
@@ -257,7 +257,7 @@ def _run_recorded(lab_path: Path, unchecked: Lab, db: ResultsDB, url: str,
                          ", ".join(retest))
                 # The hosts still run the build: no second install and boot. A test of
                 # a host beside (waves) exists only where that host is selected.
-                _pytest([*_test_paths(retest), *args, "--attempt", "2", "--reuse-booted",
+                _pytest([*scenario_paths(retest), *args, "--attempt", "2", "--reuse-booted",
                          *(["--hosts", ",".join(lab.hosts)] if waves else [])])
                 verdict = analysis.analyse(db, run_id, baseline_id=recording.baseline,
                                            known=known)
@@ -301,11 +301,7 @@ def allure_history(lab: Lab) -> Path:
 
 
 def _profile_paths(profile: str) -> list[str]:
-    return _test_paths(PROFILES[profile].paths)
-
-
-def _test_paths(tests: Sequence[str]) -> list[str]:
-    return [str(data_root() / test) for test in tests]
+    return scenario_paths(PROFILES[profile].paths)
 
 
 def _check_tests_exist(tests: Sequence[str]) -> None:

@@ -37,7 +37,7 @@ import pytest
 
 from .errors import SignalInterrupt
 from .lab import Lab
-from .paths import data_root
+from .paths import scenario_paths
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,7 @@ def plan(lab: Lab, tests: Sequence[Collected]) -> Waves | None:
     if not any(beside.values()):
         return None
     return Waves(Session(lab.single_host_scenarios_on, tuple(here)),
-                 tuple(Session((host, ), tuple(tests)) for host, tests in beside.items()
-                       if tests),
+                 tuple(Session((host, ), tuple(own)) for host, own in beside.items() if own),
                  tuple(two_host))
 
 
@@ -216,13 +215,13 @@ def run_waves(waves: Waves, lab: Lab, reports: Path, args: Sequence[str],
     # Guest addresses: slot 0 here, one per session beside, the last for the second wave.
     slots = len(waves.beside) + 2
     started = [SessionBeside.start(
-        session.hosts[0], [*_paths(session.tests), *args, "--hosts", session.hosts[0],
+        session.hosts[0], [*scenario_paths(session.tests), *args, "--hosts", session.hosts[0],
                            "--guest-slot", f"{slot}/{slots}"],
         reports / "sessions" / f"{session.hosts[0]}.log")
         for slot, session in enumerate(waves.beside, start=1)]
     try:
         if waves.here.tests:
-            codes.append(pytest_here([*_paths(waves.here.tests), *args,
+            codes.append(pytest_here([*scenario_paths(waves.here.tests), *args,
                                       "--hosts", ",".join(waves.here.hosts),
                                       "--guest-slot", f"0/{slots}"]))
         for session in started:
@@ -240,7 +239,7 @@ def run_waves(waves: Waves, lab: Lab, reports: Path, args: Sequence[str],
             code = session.stop(lab.timeouts(lab.host(session.host))["session_stop"])
             codes.append(_session_code(session.host, code))
     if waves.two_host and not signals:
-        codes.append(pytest_here([*_paths(waves.two_host), *args,
+        codes.append(pytest_here([*scenario_paths(waves.two_host), *args,
                                   "--guest-slot", f"{slots - 1}/{slots}",
                                   "--booted-earlier", ",".join(booted_in_run())]))
     return next((code for code in codes if code in PYTEST_TROUBLE),
@@ -253,10 +252,6 @@ def _session_code(host: str, code: int) -> int:
                   host, signal.Signals(-code).name)
         return int(pytest.ExitCode.INTERNAL_ERROR)
     return code
-
-
-def _paths(tests: Sequence[str]) -> list[str]:
-    return [str(data_root() / test) for test in tests]
 
 
 def main(args: Sequence[str]) -> int:
