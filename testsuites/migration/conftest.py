@@ -1,5 +1,6 @@
 """Migration scenarios: the guest types to migrate, the shared disk fixture, and the Xen
-logs of both hosts on failure."""
+logs of the test's hosts on failure. Save/restore and local migration need one host;
+the rest migrate between two."""
 
 from __future__ import annotations
 
@@ -67,6 +68,16 @@ def live_pair(request: pytest.FixtureRequest, xen_host_pair: tuple[Host, Host],
 
 
 @pytest.fixture
+def live_host(xen_host: Host, guest_type: str) -> Host:
+    """xen_host, for tests that live-migrate a `guest_type` guest to its own host:
+    skipped where the booted Xen cannot."""
+    reason = live_migration_unsupported(xen_host, guest_type)
+    if reason is not None:
+        pytest.skip(reason)
+    return xen_host
+
+
+@pytest.fixture
 def shared_disk(live_pair: tuple[Host, Host]) -> Iterator[SharedDisk]:
     """A disk both hosts see as the same /dev/nbdN, exported by the source. Asked for
     before guests, it is removed after the test's guests are destroyed."""
@@ -78,14 +89,17 @@ def shared_disk(live_pair: tuple[Host, Host]) -> Iterator[SharedDisk]:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[
         None, Any, None]:
-    """A failed migration test gets `xl dmesg` and /var/log/xen of both hosts (its com1
+    """A failed migration test gets `xl dmesg` and /var/log/xen of its hosts (its com1
     slices and transcripts are attached by the plugin)."""
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    pair = getattr(item, "funcargs", {}).get("xen_host_pair")  # under host_pair, live_pair
-    if report.when != "call" or not report.failed or pair is None:
+    funcargs = getattr(item, "funcargs", {})
+    hosts = funcargs.get("xen_host_pair")  # under host_pair and live_pair
+    if hosts is None and "xen_host" in funcargs:  # a one-host test
+        hosts = (funcargs["xen_host"],)
+    if report.when != "call" or not report.failed or hosts is None:
         return
-    for host in pair:
+    for host in hosts:
         try:
             logs = xen_logs(host)
         except Exception as error:  # a host that is down still leaves the other's logs

@@ -15,9 +15,9 @@ from harness.migration import migrate
 pytestmark = pytest.mark.area("migration")
 
 
-def test_local_migration_repeated(live_pair: tuple[Host, Host], guest_type: str,
+def test_local_migration_repeated(live_host: Host, guest_type: str,
                                   guests: GuestFactory) -> None:
-    host, _ = live_pair
+    host = live_host
     guest = guests(on=host, type=guest_type)
     repeats = host.lab.local_migrations
     for n in range(1, repeats + 1):

@@ -22,8 +22,8 @@ from harness.migration_hosts import usage_options
 pytestmark = pytest.mark.area("migration")
 
 
-def test_save_restore_twice(host_pair: tuple[Host, Host], guests: GuestFactory) -> None:
-    host, _ = host_pair
+def test_save_restore_twice(xen_host: Host, guests: GuestFactory) -> None:
+    host = xen_host
     guest = guests(on=host)
     for round_ in (1, 2):
         before = GuestState.read(guest)
@@ -38,8 +38,8 @@ def test_save_restore_twice(host_pair: tuple[Host, Host], guests: GuestFactory) 
         host.run(f"rm -f {path}")
 
 
-def test_checkpoint_save(host_pair: tuple[Host, Host], guests: GuestFactory) -> None:
-    host, _ = host_pair
+def test_checkpoint_save(xen_host: Host, guests: GuestFactory) -> None:
+    host = xen_host
     usage = host.run("xl help save", check=False)
     if "c" not in usage_options(usage.stdout + usage.stderr):
         pytest.skip(f"`xl help save` on {host.name} offers no -c (checkpoint)")
