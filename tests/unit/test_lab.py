@@ -163,7 +163,8 @@ def test_single_host_scenarios_name_lab_hosts(tmp_path: Path) -> None:
 
 def test_one_host_scenarios_beside_are_checked(tmp_path: Path) -> None:
     lab = load_lab(DEFAULT_LAB, check_files=False)
-    assert lab.single_host_scenarios_beside == {"vlab2": ("testsuites/networking",)}
+    assert lab.single_host_scenarios_beside == {
+        "vlab2": ("testsuites/networking", "testsuites/migration/test_local_migration.py")}
     for beside, problem in [
             ({"vlab3": ["testsuites/guests"]},
              r"single_host_scenarios_beside.vlab3: no such host \(hosts: vlab1, vlab2\)"),
