@@ -4,7 +4,7 @@ the rest migrate between two."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import allure
@@ -53,16 +53,22 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
             for kind, why in config.stash.get(UNMIGRATABLE, {}).items()]
 
 
+def skip_unless_live_migratable(hosts: Iterable[Host], guest_type: str) -> None:
+    """Skip the test where the Xen booted on one of `hosts` cannot live-migrate a
+    `guest_type` guest."""
+    for host in hosts:
+        reason = live_migration_unsupported(host, guest_type)
+        if reason is not None:
+            pytest.skip(reason)
+
+
 @pytest.fixture
 def live_pair(request: pytest.FixtureRequest, xen_host_pair: tuple[Host, Host],
               guest_type: str) -> tuple[Host, Host]:
     """host_pair, for tests that live-migrate a `guest_type` guest: skipped where the
     booted Xen cannot, before the hosts are paired (pairing costs half a minute under
     TCG)."""
-    for host in xen_host_pair:
-        reason = live_migration_unsupported(host, guest_type)
-        if reason is not None:
-            pytest.skip(reason)
+    skip_unless_live_migratable(xen_host_pair, guest_type)
     pair: tuple[Host, Host] = request.getfixturevalue("host_pair")
     return pair
 
@@ -71,9 +77,7 @@ def live_pair(request: pytest.FixtureRequest, xen_host_pair: tuple[Host, Host],
 def live_host(xen_host: Host, guest_type: str) -> Host:
     """xen_host, for tests that live-migrate a `guest_type` guest to its own host:
     skipped where the booted Xen cannot."""
-    reason = live_migration_unsupported(xen_host, guest_type)
-    if reason is not None:
-        pytest.skip(reason)
+    skip_unless_live_migratable((xen_host, ), guest_type)
     return xen_host
 
 
